@@ -1,0 +1,35 @@
+"""faq_tf: Fine-tuning After Quantization (FAQ) for Keras models.
+
+The quantization core:
+
+  >>> import faq_tf
+  >>> qat = faq_tf.quantize_model(model, "w4a4", calibration_data=train_batches)
+  >>> print(faq_tf.precision_summary(qat))
+
+Where things live: `faq_tf.quantizers` (the Q(b, l) maths), `faq_tf.configs`
+(QuantizeConfig), `faq_tf.registry` (which layers, how), `faq_tf.policy` (which
+bits where), `faq_tf.calibration` (activation ranges), `faq_tf.graph` (model
+rewriting) and `faq_tf.quantize` (the public entry point).
+"""
+
+from faq_tf import compat  # noqa: F401  (must run before TensorFlow is imported)
+from faq_tf.calibration import CalibrationError
+from faq_tf.introspect import precision_summary, quantized_tensors
+from faq_tf.policy import Precision, parse_precision
+from faq_tf.quantize import load_model, quantize_model, quantize_scope, save_model
+from faq_tf.registry import UnsupportedLayerError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CalibrationError",
+    "Precision",
+    "UnsupportedLayerError",
+    "load_model",
+    "parse_precision",
+    "precision_summary",
+    "quantize_model",
+    "quantize_scope",
+    "quantized_tensors",
+    "save_model",
+]

@@ -1,0 +1,52 @@
+"""The one place that deals with TensorFlow/Keras version differences.
+
+tfmot 0.8.1 type-checks against Keras 2 (`tf_keras`) classes and rejects Keras 3
+models. Everything in faq_tf therefore imports `keras`, `tf` and `tfmot` from here,
+never `import keras` or `tf.keras` directly.
+
+`TF_USE_LEGACY_KERAS=1` must be set before TensorFlow is first imported so that
+`tf.keras` (used inside TensorFlow and tfmot) is also Keras 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if "tensorflow" not in sys.modules:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+
+__all__ = ["tf", "keras", "tfmot", "check_keras_model", "register"]
+
+KERAS_VERSION: str = keras.__version__
+
+
+def register(cls):
+    """Registers a class with Keras serialization under the ``faq_tf`` package."""
+    return keras.utils.register_keras_serializable(package="faq_tf")(cls)
+
+
+def check_keras_model(model: object) -> None:
+    """Raises a clear error when ``model`` is not a Keras 2 (tf_keras) model.
+
+    Args:
+      model: the object a user passed as a model.
+
+    Raises:
+      TypeError: if ``model`` is a Keras 3 model or not a Keras model at all.
+    """
+    if isinstance(model, keras.Model):
+        return
+    module = type(model).__module__
+    if module.startswith("keras"):
+        raise TypeError(
+            f"{type(model).__name__} is a Keras 3 model, but tfmot 0.8.1 (and so faq_tf) "
+            "needs Keras 2. Build it with `from faq_tf.compat import keras` (tf_keras), or "
+            "set TF_USE_LEGACY_KERAS=1 before TensorFlow is imported."
+        )
+    raise TypeError(f"Expected a tf_keras Model, got {type(model).__name__}.")

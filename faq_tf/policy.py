@@ -1,0 +1,329 @@
+"""The precision policy: which tensor of which layer gets how many bits (section 3.1).
+
+This module only decides bits; `faq_tf.quantize` applies them. A policy is a frozen
+`Precision` (parsed from strings such as ``"w8a8"``, ``"w4a4"`` or ``"w4a8"``) plus
+per-layer overrides, resolved against a canonical model into one `LayerPlan` per layer.
+
+Low-precision rules (any policy below 8 bits), from the paper:
+
+* the first and the last weight layers keep 8-bit weights;
+* ReLU outputs get the activation bits, except those feeding the classifier with no
+  weight layer in between (the last ReLU, its pooling): 8 bits;
+* the logits (the last weight layers' outputs and what follows them) stay float;
+* the network input is quantized to 8 bits.
+
+Tensors the paper leaves unquantized but an integer runtime must store (residual
+branches before their Add, linear bottlenecks, concatenations, pooled means) get
+``other_activation_bits`` (8 by default; 4-bit activations live in int8 anyway).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping
+
+from absl import logging
+
+from faq_tf import registry
+from faq_tf.compat import keras
+from faq_tf.graph import Graph, model_graph
+from faq_tf.quantizers import MAX_BITS, MIN_BITS
+
+__all__ = ["Precision", "LayerPlan", "parse_precision", "parse_override", "plan_model", "PRESETS"]
+
+_SPEC = re.compile(r"^(?:w(\d+))?(?:a(\d+))?$")
+
+
+def _bits(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
+        raise ValueError(f"{what} must be an integer in [{MIN_BITS}, {MAX_BITS}], got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """A network-wide precision policy.
+
+    Attributes:
+      weight_bits: bits of weight tensors inside the network.
+      activation_bits: bits of ReLU outputs inside the network.
+      other_activation_bits: bits of other quantized tensors (see module docstring).
+      input_bits: bits of the network input.
+      edge_weight_bits: bits of the first and last weight layers.
+      classifier_input_bits: bits of the activations feeding the last weight layer.
+      quantize_logits: whether the last weight layers' outputs are quantized.
+    """
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+    other_activation_bits: int | None = None
+    input_bits: int = 8
+    edge_weight_bits: int | None = None
+    classifier_input_bits: int | None = None
+    quantize_logits: bool | None = None
+
+    def __post_init__(self):
+        _bits(self.weight_bits, "weight_bits")
+        _bits(self.activation_bits, "activation_bits")
+        _bits(self.input_bits, "input_bits")
+        low = self.weight_bits < 8 or self.activation_bits < 8
+        defaults = {
+            "other_activation_bits": max(8, self.activation_bits),
+            "edge_weight_bits": 8 if low else self.weight_bits,
+            "classifier_input_bits": 8 if low else self.activation_bits,
+            "quantize_logits": not low,
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        for name in ("other_activation_bits", "edge_weight_bits", "classifier_input_bits"):
+            _bits(getattr(self, name), name)
+
+    @property
+    def name(self) -> str:
+        return f"w{self.weight_bits}a{self.activation_bits}"
+
+
+PRESETS: dict[str, Precision | None] = {
+    "fp32": None,
+    "w8a8": Precision(8, 8),
+    "w4a4": Precision(4, 4),
+}
+
+
+def parse_precision(precision: str | Precision | None) -> Precision | None:
+    """Parses "fp32", "w8a8", "w4a4" or any "w<bits>a<bits>" into a `Precision`.
+
+    Returns:
+      The policy, or None for "fp32" (no quantization).
+
+    Raises:
+      ValueError: for an unknown string or bits outside [2, 16].
+    """
+    if precision is None or isinstance(precision, Precision):
+        return precision
+    text = str(precision).strip().lower()
+    if text in PRESETS:
+        return PRESETS[text]
+    match = _SPEC.match(text)
+    if not text or not match or None in match.groups():
+        raise ValueError(
+            f"Unknown precision {precision!r}: use 'fp32', 'w8a8', 'w4a4' or "
+            f"'w<bits>a<bits>' with bits in [{MIN_BITS}, {MAX_BITS}], e.g. 'w4a8'."
+        )
+    return Precision(int(match.group(1)), int(match.group(2)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """A per-layer override: None fields keep the policy's choice."""
+
+    weight_bits: int | None = None
+    activation_bits: int | None = None
+    skip: bool = False
+
+
+def parse_override(spec: str | Mapping[str, Any] | Override) -> Override:
+    """Parses "skip", "w8", "a4", "w4a8" or {"weight_bits": 8, "activation_bits": 4}."""
+    if isinstance(spec, Override):
+        return spec
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"weight_bits", "activation_bits", "skip"}
+        if unknown:
+            raise ValueError(f"Unknown override keys {sorted(unknown)} in {dict(spec)!r}")
+        wb, ab = spec.get("weight_bits"), spec.get("activation_bits")
+        return Override(
+            None if wb is None else _bits(wb, "weight_bits"),
+            None if ab is None else _bits(ab, "activation_bits"),
+            bool(spec.get("skip", False)),
+        )
+    text = str(spec).strip().lower()
+    if text in ("skip", "float", "fp32"):
+        return Override(skip=True)
+    match = _SPEC.match(text)
+    if not text or not match:
+        raise ValueError(
+            f"Unknown layer override {spec!r}: use 'skip', 'w<bits>', 'a<bits>', "
+            "'w<bits>a<bits>' or a dict with weight_bits/activation_bits."
+        )
+    wb, ab = match.groups()
+    return Override(
+        None if wb is None else _bits(int(wb), "weight_bits"),
+        None if ab is None else _bits(int(ab), "activation_bits"),
+    )
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    """What one layer gets.
+
+    Attributes:
+      name: layer name in the canonical model.
+      class_name: layer class.
+      weight_bits: bits of its kernel (8 for BN constants); None: float weights.
+      activation_bits: bits of its output; None: output not quantized.
+      role: why the output is (not) quantized: "input", "relu", "other", "fixed",
+        "classifier_input", "logits", "fused", "passthrough" or "skipped".
+      signed: whether the output range is signed (set by calibration).
+      exponent: the output's l (set by calibration); None: control value.
+    """
+
+    name: str
+    class_name: str
+    weight_bits: int | None = None
+    activation_bits: int | None = None
+    role: str = "passthrough"
+    signed: bool = False
+    exponent: int | None = None
+
+
+def _is_relu(layer) -> bool:
+    info = registry.get_layer_info(layer)
+    return info.output == registry.ACTIVATION and registry.activation_kind(layer) == "relu"
+
+
+def _fused(layer, info, graph: Graph) -> bool:
+    consumers = graph.consumers[layer.name]
+    if len(consumers) != 1 or layer.name in graph.outputs:
+        return False
+    nxt = graph.layers[consumers[0]]
+    if registry.FUSES_BN in info.fuses_into and type(nxt) is keras.layers.BatchNormalization:
+        return True
+    return registry.FUSES_RELU in info.fuses_into and registry.supports(nxt) and _is_relu(nxt)
+
+
+def _match_overrides(name: str, overrides) -> Override | None:
+    result = None
+    for pattern, ov in overrides:
+        if pattern.fullmatch(name):
+            if result is None:
+                result = ov
+            else:  # later overrides refine earlier ones
+                result = Override(
+                    ov.weight_bits if ov.weight_bits is not None else result.weight_bits,
+                    ov.activation_bits if ov.activation_bits is not None else result.activation_bits,
+                    result.skip or ov.skip,
+                )
+    return result
+
+
+def plan_model(
+    model: keras.Model,
+    precision: Precision,
+    layer_overrides: Mapping[str, Any] | None = None,
+) -> dict[str, LayerPlan]:
+    """Resolves `precision` and overrides against a canonical model.
+
+    Args:
+      model: a canonical model (see `faq_tf.graph.canonicalize`).
+      precision: the network-wide policy.
+      layer_overrides: maps a layer name or regular expression (full match) to an
+        override spec (see `parse_override`).
+
+    Returns:
+      One `LayerPlan` per layer, in topological order.
+
+    Raises:
+      UnsupportedLayerError: for a layer that is neither supported nor skipped.
+      ValueError: for a malformed override, or one that matches no layer.
+    """
+    overrides = []
+    for pattern, spec in (layer_overrides or {}).items():
+        try:
+            compiled = re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"layer_overrides key {pattern!r} is not a valid regex: {e}") from e
+        overrides.append((compiled, parse_override(spec)))
+    graph = model_graph(model)
+    names = list(graph.layers)
+    for pattern, _ in overrides:
+        if not any(pattern.fullmatch(n) for n in names):
+            raise ValueError(
+                f"layer_overrides key {pattern.pattern!r} matches no layer of '{model.name}'. "
+                f"Layer names look like: {names[1:6]}"
+            )
+
+    infos, unsupported = {}, []
+    for name, layer in graph.layers.items():
+        ov = _match_overrides(name, overrides)
+        if ov is not None and ov.skip:
+            continue
+        try:
+            infos[name] = registry.get_layer_info(layer)
+        except registry.UnsupportedLayerError as e:
+            unsupported.append(e)
+    if unsupported:
+        extra = f" ({len(unsupported) - 1} more unsupported layers follow it)" if len(unsupported) > 1 else ""
+        raise registry.UnsupportedLayerError(f"{unsupported[0]}{extra}")
+
+    kernels = {n for n, i in infos.items() if any(r == registry.WEIGHT for _, r in i.weights)}
+    has_kernel_above = {}
+    for n in names:  # topological order
+        has_kernel_above[n] = any(p in kernels or has_kernel_above[p] for p in graph.producers[n])
+    has_kernel_below = {}
+    for n in reversed(names):
+        has_kernel_below[n] = any(c in kernels or has_kernel_below[c] for c in graph.consumers[n])
+    first = {n for n in kernels if not has_kernel_above[n]}
+    tail = {n for n in names if not has_kernel_below[n] and (n in kernels or has_kernel_above[n])}
+    feeds_classifier = {}
+    for n in reversed(names):
+        feeds_classifier[n] = n not in kernels and any(
+            (c in kernels and c in tail) or feeds_classifier.get(c, False) for c in graph.consumers[n]
+        )
+
+    plans: dict[str, LayerPlan] = {}
+    for name, layer in graph.layers.items():
+        plan = LayerPlan(name, type(layer).__name__)
+        plans[name] = plan
+        ov = _match_overrides(name, overrides)
+        if name not in infos:
+            plan.role = "skipped"
+            continue
+        info = infos[name]
+        roles = {r for _, r in info.weights}
+        if registry.WEIGHT in roles:
+            edge = name in first or name in tail
+            plan.weight_bits = precision.edge_weight_bits if edge else precision.weight_bits
+        elif registry.BN_MULTIPLIER in roles:
+            plan.weight_bits = registry.BN_BITS
+
+        if isinstance(layer, keras.layers.InputLayer):
+            plan.role, plan.activation_bits = "input", precision.input_bits
+        elif info.output == registry.PASSTHROUGH:
+            plan.role = "passthrough"
+        elif info.output == registry.ACTIVATION and registry.activation_kind(layer) == "identity":
+            plan.role = "passthrough"
+        elif info.output == registry.COMPUTED and _fused(layer, info, graph):
+            plan.role = "fused"
+        elif name in tail:
+            plan.role = "logits"
+            fixed = info.output == registry.ACTIVATION and registry.activation_kind(layer) == "fixed"
+            if precision.quantize_logits:
+                plan.activation_bits = 8 if fixed else precision.other_activation_bits
+        elif info.output == registry.ACTIVATION and registry.activation_kind(layer) == "fixed":
+            plan.role, plan.activation_bits = "fixed", 8
+        elif feeds_classifier[name]:
+            plan.role, plan.activation_bits = "classifier_input", precision.classifier_input_bits
+        elif info.output == registry.ACTIVATION:
+            plan.role, plan.activation_bits = "relu", precision.activation_bits
+        else:
+            plan.role, plan.activation_bits = "other", precision.other_activation_bits
+
+        if ov is not None:
+            if ov.weight_bits is not None:
+                if registry.WEIGHT in roles:
+                    plan.weight_bits = ov.weight_bits
+                else:
+                    logging.warning("Override w%d ignored for '%s': it has no kernel.", ov.weight_bits, name)
+            if ov.activation_bits is not None:
+                if plan.role in ("fused", "passthrough"):
+                    logging.warning(
+                        "Override a%d ignored for '%s': its output is %s (not a stored tensor).",
+                        ov.activation_bits, name, plan.role,
+                    )
+                elif plan.role == "fixed":
+                    logging.warning("Override ignored for '%s': its output range is fixed.", name)
+                else:
+                    plan.activation_bits = ov.activation_bits
+    return plans

@@ -1,0 +1,197 @@
+"""`quantize_model`: a pretrained fp32 Keras model in, a FAQ quantization-aware model out.
+
+Steps: canonicalize the graph (`faq_tf.graph`), resolve the precision policy
+(`faq_tf.policy`), calibrate activation ranges on the unquantized network
+(`faq_tf.calibration`), then rebuild the model with every layer wrapped in a
+tfmot `QuantizeWrapperV2` holding its `FaqQuantizeConfig`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Mapping
+
+from absl import logging
+
+from faq_tf import calibration, graph, policy, registry
+from faq_tf.compat import keras, tfmot
+from faq_tf.introspect import initialize_weight_exponents, precision_summary
+from faq_tf.layers import QuantizeInput
+from faq_tf.quantizers import ActivationQuantizer, control_exponent
+
+__all__ = ["quantize_model", "quantize_scope", "save_model", "load_model"]
+
+
+def quantize_scope() -> contextlib.AbstractContextManager:
+    """The scope needed to load a faq_tf QAT model (`.h5` or SavedModel).
+
+    Example:
+      >>> with faq_tf.quantize_scope():
+      ...     model = keras.models.load_model("model.h5")
+    """
+    return tfmot.quantization.keras.quantize_scope()
+
+
+def _nonnegative(model: keras.Model, g: graph.Graph) -> dict[str, bool]:
+    """Static sign analysis for the uncalibrated control mode."""
+    result: dict[str, bool] = {}
+    for name, layer in g.layers.items():
+        ins = [result[p] for p in g.producers[name]]
+        try:
+            info = registry.get_layer_info(layer)
+        except registry.UnsupportedLayerError:
+            result[name] = False
+            continue
+        if info.output == registry.ACTIVATION:
+            kind = registry.activation_kind(layer)
+            fn = registry.activation_function_name(layer) if kind == "fixed" else ""
+            result[name] = kind == "relu" or fn in ("softmax", "sigmoid") or (kind == "identity" and all(ins))
+        elif info.output == registry.PASSTHROUGH or type(layer) in (
+            keras.layers.Concatenate,
+            keras.layers.AveragePooling2D,
+            keras.layers.GlobalAveragePooling2D,
+            keras.layers.Add,
+        ):
+            result[name] = bool(ins) and all(ins)
+        else:
+            result[name] = False
+    return result
+
+
+def quantize_model(
+    model: keras.Model,
+    precision: str | policy.Precision = "w4a4",
+    calibration_data: Any = None,
+    *,
+    calibrate: bool = True,
+    calibration_batches: int = calibration.DEFAULT_BATCHES,
+    percentile_8bit: float = calibration.DEFAULT_PERCENTILE_8BIT,
+    percentile_low_bit: float = calibration.DEFAULT_PERCENTILE_LOW_BIT,
+    batch_size: int = 32,
+    layer_overrides: Mapping[str, Any] | None = None,
+    weight_clip_sigmas: float | None = None,
+    verbose: bool = True,
+) -> keras.Model:
+    """Quantizes a pretrained fp32 model for FAQ fine-tuning.
+
+    Args:
+      model: a functional or Sequential tf_keras model (nested models are flattened).
+      precision: "w8a8", "w4a4", any "w<b>a<b>", a `Precision`, or "fp32" (returns the
+        canonical float model, for baselines).
+      calibration_data: training batches for calibration: a tf.data.Dataset (of x or
+        (x, y)), an array, or an iterable of arrays.
+      calibrate: False gives the random-init control of section 3.2 (no calibration,
+        y_max = 2^(b/2) - 1); `calibration_data` is then not needed.
+      calibration_batches: N, the number of batches (paper: 5).
+      percentile_8bit: P for tensors of 8 bits and more (paper: 99.99).
+      percentile_low_bit: P for tensors below 8 bits (paper: 99.9).
+      batch_size: rows per calibration batch when `calibration_data` is an array.
+      layer_overrides: layer name or regex -> "skip", "w8", "a4", "w4a8" or a dict.
+      weight_clip_sigmas: k for every weight quantizer; None uses the per-bit default.
+      verbose: log the per-layer precision summary.
+
+    Returns:
+      A new QAT model (the input model is not modified).
+
+    Raises:
+      UnsupportedLayerError: for a layer that cannot be quantized (names it).
+      CalibrationError: for unusable calibration data.
+      ValueError: for a bad precision, override or percentile.
+    """
+    parsed = policy.parse_precision(precision)
+    for p in (percentile_8bit, percentile_low_bit):
+        calibration.check_percentile(p)
+    if calibrate and parsed is not None and calibration_data is None:
+        raise ValueError(
+            "calibration_data is required to calibrate activation ranges (section 3.2): pass "
+            "a few batches of training data, or calibrate=False for the uncalibrated control."
+        )
+    canonical = graph.canonicalize(model)
+    if parsed is None:
+        return canonical
+    plans = policy.plan_model(canonical, parsed, layer_overrides)
+    quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role != "fixed"}
+
+    if calibrate:
+        wanted = {
+            n: calibration.default_percentile(p.activation_bits, percentile_8bit, percentile_low_bit)
+            for n, p in quantized.items()
+        }
+        ranges = calibration.collect_ranges(
+            canonical, wanted, calibration_data, calibration_batches, batch_size
+        )
+        for n, p in quantized.items():
+            p.signed = ranges[n].signed and p.role != "relu"
+            p.exponent = ranges[n].exponent(p.activation_bits, p.signed)
+    else:
+        nonneg = _nonnegative(canonical, graph.model_graph(canonical))
+        for n, p in quantized.items():
+            p.signed = not nonneg[n]
+            p.exponent = control_exponent(p.activation_bits, p.signed)
+
+    def make_layers(layer):
+        plan = plans[layer.name]
+        clone = graph.clone_layer(layer)
+        if plan.role == "skipped":
+            return [clone]
+        config = registry.get_quantize_config(
+            layer, plan.weight_bits, plan.activation_bits, plan.signed, plan.exponent, weight_clip_sigmas
+        )
+        if config is None:
+            return [clone]
+        return [tfmot.quantization.keras.QuantizeWrapperV2(clone, config)]
+
+    def input_layers(name):
+        plan = plans[name]
+        if plan.activation_bits is None:
+            return []
+        q = ActivationQuantizer(plan.activation_bits, plan.signed, plan.exponent)
+        return [QuantizeInput(q, name=f"{name}_quantize")]
+
+    with quantize_scope():
+        qat, _ = graph.rebuild(canonical, make_layers, input_layers, name=f"{model.name}_{parsed.name}")
+    initialize_weight_exponents(qat)
+    if verbose:
+        logging.info("faq_tf %s precision:\n%s", parsed.name, precision_summary(qat))
+    return qat
+
+
+_KERAS_FORMAT_ERROR = (
+    "A QAT model saved as .keras cannot be reloaded with tensorflow-model-optimization 0.8.1 "
+    "(tfmot's quantize layers lose variables in that format). Save to a path ending in .h5, "
+    "or to a directory (SavedModel)."
+)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> None:
+    """Saves a QAT model as `.h5` or SavedModel, refusing the broken `.keras` format.
+
+    Raises:
+      ValueError: for a `.keras` path.
+    """
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        raise ValueError(f"{path}: {_KERAS_FORMAT_ERROR}")
+    if path.endswith((".h5", ".hdf5")):
+        model.save(path, save_format="h5")
+    else:
+        model.save(path, save_format="tf")
+
+
+def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
+    """Loads a model saved by `save_model` (keeps Keras safe_mode on: no Lambda code).
+
+    Raises:
+      ValueError: for a `.keras` path or a file that is not a readable model.
+    """
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        raise ValueError(f"{path}: {_KERAS_FORMAT_ERROR}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model at {path}")
+    with quantize_scope():
+        try:
+            return keras.models.load_model(path, compile=compile, safe_mode=True)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"Could not load a Keras model from {path}: {e}") from e

@@ -1,0 +1,412 @@
+"""Power-of-two fixed-point quantizers Q(b, l) from the FAQ paper (section 3.1).
+
+A value x is represented with b bits and the least significant bit at 2^l:
+
+  unsigned: Q_{b,l}(x) = min(round(x * 2^-l), 2^b - 1) * 2^l          (x >= 0)
+  signed:   Q_{b,l}(x) = clip(round(x * 2^-l), -(2^(b-1) - 1), 2^(b-1) - 1) * 2^l
+
+`round(v)` is floor(v + 1/2) (ties go up), which is what TensorFlow's FakeQuant
+kernels compute. Gradients pass straight through inside the representable range
+and are zero where a value is clipped (the straight-through estimator).
+
+Every quantizer below is written with ops that the TFLite converter turns into
+integer tensors whose scale is exactly 2^l:
+
+* weights use the *per-channel* FakeQuant op with equal ranges on every channel,
+  so that the converter can fold a following BatchNormalization into exact
+  per-channel scales (2^l x an 8-bit BN multiplier) and keep the weights on the grid;
+* activations below 8 bits are clipped to the b-bit range and then fake-quantized
+  at 8 bits with the same step: int8 storage holding at most 2^b levels.
+
+Example:
+
+  >>> q = ActivationQuantizer(bits=4)
+  >>> q.get_config()
+  {'bits': 4, 'signed': False, 'exponent': -2}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from faq_tf.compat import keras, register, tf, tfmot
+
+__all__ = [
+    "MIN_BITS",
+    "MAX_BITS",
+    "DEFAULT_CLIP_SIGMAS",
+    "integer_range",
+    "default_clip_sigmas",
+    "exponent_for_range",
+    "control_exponent",
+    "weight_exponent",
+    "fake_quant",
+    "FixedPointQuantizer",
+    "WeightQuantizer",
+    "ActivationQuantizer",
+    "FixedQuantizer",
+    "BatchNormMultiplierQuantizer",
+]
+
+MIN_BITS = 2
+MAX_BITS = 16  # weights and activations; constants (biases) may use up to 32.
+MAX_CONSTANT_BITS = 32
+
+# k in "clip the weights at k standard deviations". The paper uses 4.12 at 4 bits
+# (footnote 4). At 8 bits rounding noise is 16x smaller, so clipping the tails is
+# what costs accuracy: k = 8 keeps every weight of a Gaussian (and > 99.9% of a
+# Laplacian) layer unclipped while the step stays below sigma / 15. Between the two
+# k grows one sigma per bit; below 4 bits it shrinks so that 2- and 3-bit grids do
+# not round almost every weight to zero. `benchmarks/weight_clip_sweep.py` measures it.
+DEFAULT_CLIP_SIGMAS: dict[int, float] = {2: 2.0, 3: 3.0, 4: 4.12, 5: 5.0, 6: 6.0, 7: 7.0}
+_CLIP_SIGMAS_8_AND_ABOVE = 8.0
+
+# Smallest step a weight tensor may get (an all-zero tensor has sigma 0).
+_MIN_EXPONENT = -32
+
+
+def _check_bits(bits: Any, maximum: int = MAX_BITS) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= maximum:
+        raise ValueError(f"bits must be an integer in [{MIN_BITS}, {maximum}], got {bits!r}")
+    return bits
+
+
+def integer_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Returns (q_min, q_max), the integer levels of Q(b, l).
+
+    Args:
+      bits: b, the number of bits.
+      signed: symmetric signed range if True, else [0, 2^b - 1].
+
+    Returns:
+      The smallest and largest integer X with Q(x) = X * 2^l.
+    """
+    if signed:
+        q_max = 2 ** (bits - 1) - 1
+        return -q_max, q_max
+    return 0, 2**bits - 1
+
+
+def default_clip_sigmas(bits: int) -> float:
+    """Returns the default k (clip at k standard deviations) for b-bit weights."""
+    return DEFAULT_CLIP_SIGMAS.get(bits, _CLIP_SIGMAS_8_AND_ABOVE)
+
+
+def exponent_for_range(y_max: float, bits: int, signed: bool) -> int:
+    """Returns l such that Q(b, l) covers [0, y_max] rounded up to a power of two.
+
+    Section 3.2: y_max is rounded up to the next power of two, 2^p, and the b-bit
+    grid is laid under it: l = p - b for unsigned, l = p - (b - 1) for signed tensors.
+
+    Args:
+      y_max: the largest magnitude to represent (for example a calibrated percentile).
+      bits: b.
+      signed: whether the tensor is signed.
+
+    Returns:
+      The integer exponent l.
+    """
+    if not math.isfinite(y_max):
+        raise ValueError(f"y_max must be finite, got {y_max}")
+    if y_max <= 0.0:
+        y_max = 1.0  # A tensor that is always zero: any grid holds it exactly.
+    mantissa, exp = math.frexp(y_max)  # y_max = mantissa * 2^exp, mantissa in [0.5, 1)
+    p = exp - 1 if mantissa == 0.5 else exp
+    return p - (bits - 1 if signed else bits)
+
+
+def control_exponent(bits: int, signed: bool) -> int:
+    """Returns l for the uncalibrated control runs of section 3.2.
+
+    The paper sets y_max = 2^(b/2) - 1 when no calibration is done. Rounded up to
+    a power of two that is l = -b/2 for unsigned tensors (the same l the paper uses
+    for "all other parameters").
+    """
+    return exponent_for_range(2.0 ** (bits / 2) - 1.0, bits, signed)
+
+
+def _ceil_log2(x: tf.Tensor) -> tf.Tensor:
+    """Exact ceil(log2(x)) for positive float32 x (log2 alone is off by an ulp)."""
+    two = tf.constant(2.0, x.dtype)
+    guess = tf.math.floor(tf.math.log(x) / math.log(2.0))
+    guess = tf.where(tf.pow(two, guess) < x, guess + 1.0, guess)
+    return tf.where(tf.pow(two, guess - 1.0) >= x, guess - 1.0, guess)
+
+
+def weight_exponent(weights: tf.Tensor, bits: int, clip_sigmas: float) -> tf.Tensor:
+    """Computes the weight exponent l of section 3.1.1.
+
+    The tensor is clipped at +-k*sigma and that range is split into the 2^b - 2
+    equal bins of the signed grid: Delta = k * sigma / (2^(b-1) - 1) and
+    l = ceil(log2(Delta)).
+
+    Args:
+      weights: the float weight tensor.
+      bits: b.
+      clip_sigmas: k.
+
+    Returns:
+      A float32 scalar tensor holding the integer l.
+    """
+    w = tf.cast(weights, tf.float32)
+    _, q_max = integer_range(bits, signed=True)
+    delta = clip_sigmas * tf.math.reduce_std(w) / q_max
+    delta = tf.maximum(delta, 2.0**_MIN_EXPONENT)
+    return tf.stop_gradient(_ceil_log2(delta))
+
+
+def _ste_round_clip(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float) -> tf.Tensor:
+    """Q(b, l) for wide constants (FakeQuant supports at most 16 bits)."""
+    lo, hi = q_min * step, q_max * step
+
+    @tf.custom_gradient
+    def quantize(v):
+        q = tf.clip_by_value(tf.math.floor(v / step + 0.5), q_min, q_max) * step
+
+        def grad(dy):
+            inside = tf.logical_and(v >= lo, v <= hi)
+            return dy * tf.cast(inside, dy.dtype)
+
+        return q, grad
+
+    return quantize(x)
+
+
+def fake_quant(
+    x: tf.Tensor,
+    bits: int,
+    exponent: tf.Tensor | float,
+    signed: bool,
+    per_channel: bool = False,
+    constant: bool = False,
+) -> tf.Tensor:
+    """Applies Q(b, l) to `x` with ops the TFLite converter understands.
+
+    Args:
+      x: the float tensor.
+      bits: b, 2..32 (above 16 only for constants such as biases).
+      exponent: l, a Python number or a float32 scalar tensor.
+      signed: symmetric signed range if True, else unsigned.
+      per_channel: use the per-channel FakeQuant op over the last axis with the same
+        range on every channel. Needed for weights: see the module docstring.
+      constant: `x` is a parameter the converter must fold into another op (a BN
+        multiplier, a bias): use plain arithmetic, because a FakeQuant op would stop
+        the folding and leave the conv in float.
+
+    Returns:
+      The quantized tensor, same shape and dtype as `x`.
+    """
+    step = tf.pow(tf.constant(2.0), tf.cast(exponent, tf.float32))
+    q_min, q_max = integer_range(bits, signed)
+    if bits > MAX_BITS or constant:
+        return _ste_round_clip(x, step, float(q_min), float(q_max))
+    if per_channel:
+        channels = x.shape[-1]
+        lo = tf.fill([channels], q_min * step)
+        hi = tf.fill([channels], q_max * step)
+        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            x, lo, hi, num_bits=bits, narrow_range=signed
+        )
+    if bits < 8:
+        # i4 tensors do not convert; int8 storage with the b-bit clip does. Only a
+        # MINIMUM (and for signed tensors a MAXIMUM) is added: the converter gives these
+        # the FakeQuant's scale and keeps a preceding ReLU fused into its conv/add.
+        x = tf.minimum(x, q_max * step)
+        if signed:
+            x = tf.maximum(x, q_min * step)
+        q_min, q_max = integer_range(8, signed)
+        bits = 8
+    return tf.quantization.fake_quant_with_min_max_vars(
+        x, q_min * step, q_max * step, num_bits=bits, narrow_range=signed
+    )
+
+
+class FixedPointQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+    """Base class: config handling shared by the Q(b, l) quantizers.
+
+    Subclasses take exactly the keys of `get_config()` as constructor arguments.
+    """
+
+    def get_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FixedPointQuantizer:
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def _exponent_variable(self, layer, name: str, initial: float, aggregation) -> tf.Variable:
+        return layer.add_weight(
+            f"{name}_exponent",
+            shape=(),
+            dtype=tf.float32,
+            initializer=keras.initializers.Constant(float(initial)),
+            trainable=False,
+            aggregation=aggregation,
+        )
+
+
+@register
+class WeightQuantizer(FixedPointQuantizer):
+    """Signed Q(b, l) for weight tensors, with l recomputed at every training step.
+
+    In training, l = ceil(log2(k * sigma(w) / (2^(b-1) - 1))) is computed from the
+    current weights and stored in a non-trainable variable; inference and export
+    use the stored value (from the last training step, or from `initialize`).
+
+    Args:
+      bits: b, in [2, 16].
+      clip_sigmas: k; None picks `default_clip_sigmas(bits)`.
+      per_channel: emit the per-channel FakeQuant op (same l on every channel). Conv
+        kernels need it so the converter folds BatchNorm exactly; Dense kernels must
+        not use it (the converter transposes them and rejects per-axis scales).
+    """
+
+    def __init__(self, bits: int = 8, clip_sigmas: float | None = None, per_channel: bool = True):
+        self.bits = _check_bits(bits)
+        if clip_sigmas is None:
+            clip_sigmas = default_clip_sigmas(bits)
+        if not (isinstance(clip_sigmas, (int, float)) and 0 < clip_sigmas < 1e3):
+            raise ValueError(f"clip_sigmas must be a positive number, got {clip_sigmas!r}")
+        self.clip_sigmas = float(clip_sigmas)
+        self.per_channel = bool(per_channel)
+
+    def build(self, tensor_shape, name: str, layer) -> dict[str, tf.Variable]:
+        # Every replica sees the same weights, so any replica's l is the l.
+        var = self._exponent_variable(layer, name, 0.0, tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        return {"exponent": var}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        var = weights["exponent"]
+        if training:
+            exponent = weight_exponent(inputs, self.bits, self.clip_sigmas)
+            with tf.control_dependencies([var.assign(exponent)]):
+                exponent = tf.identity(exponent)
+        else:
+            exponent = var
+        return fake_quant(inputs, self.bits, exponent, signed=True, per_channel=self.per_channel)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"bits": self.bits, "clip_sigmas": self.clip_sigmas, "per_channel": self.per_channel}
+
+
+@register
+class ActivationQuantizer(FixedPointQuantizer):
+    """Q(b, l) for activations, with l fixed after calibration.
+
+    Args:
+      bits: b, in [2, 16].
+      signed: False for ReLU outputs; True for tensors that can be negative
+        (residual branches, linear bottlenecks, logits, a normalized input).
+      exponent: the initial l. Calibration overwrites the stored variable; None picks
+        the uncalibrated control value of section 3.2 (`control_exponent`).
+    """
+
+    def __init__(self, bits: int = 8, signed: bool = False, exponent: int | None = None):
+        self.bits = _check_bits(bits)
+        self.signed = bool(signed)
+        if exponent is None:
+            exponent = control_exponent(self.bits, self.signed)
+        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
+            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
+        self.exponent = exponent
+
+    def build(self, tensor_shape, name: str, layer) -> dict[str, tf.Variable]:
+        var = self._exponent_variable(
+            layer, name, self.exponent, tf.VariableAggregation.ONLY_FIRST_REPLICA
+        )
+        return {"exponent": var}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return fake_quant(inputs, self.bits, weights["exponent"], signed=self.signed)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"bits": self.bits, "signed": self.signed, "exponent": self.exponent}
+
+
+@register
+class FixedQuantizer(FixedPointQuantizer):
+    """Q(b, l) with a constant l: biases (32 bits), softmax outputs (8 bits, l = -8).
+
+    Args:
+      bits: b, in [2, 32]. Above 16 bits only for constants (biases).
+      exponent: l.
+      signed: symmetric signed range if True.
+      constant: True for parameters (biases) that the converter folds; False for
+        activation tensors (a FakeQuant op then marks the tensor's scale).
+    """
+
+    def __init__(self, bits: int = 32, exponent: int = -16, signed: bool = True, constant: bool = True):
+        self.bits = _check_bits(bits, MAX_CONSTANT_BITS)
+        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
+            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
+        self.exponent = exponent
+        self.signed = bool(signed)
+        self.constant = bool(constant)
+        if bits > MAX_BITS and not self.constant:
+            raise ValueError(f"tensors above {MAX_BITS} bits must be constants, got bits={bits}")
+
+    def build(self, tensor_shape, name: str, layer) -> dict[str, tf.Variable]:
+        return {}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return fake_quant(inputs, self.bits, float(self.exponent), self.signed, constant=self.constant)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "bits": self.bits,
+            "exponent": self.exponent,
+            "signed": self.signed,
+            "constant": self.constant,
+        }
+
+
+@register
+class BatchNormMultiplierQuantizer(FixedPointQuantizer):
+    """Quantizes a BatchNormalization's multiplier gamma / sqrt(var + eps) to Q(b, l).
+
+    Applied to `gamma`: returns gamma' = Q(gamma / s) * s with s = sqrt(moving_var + eps),
+    so that at inference the layer multiplies by exactly Q(gamma / s), an 8-bit
+    fixed-point constant (the paper: 8 bits, l = -b/2 = -4). The gradient reaches
+    gamma straight through inside the range.
+
+    Args:
+      bits: b, in [2, 16].
+      exponent: l.
+    """
+
+    def __init__(self, bits: int = 8, exponent: int = -4):
+        self.bits = _check_bits(bits)
+        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
+            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
+        self.exponent = exponent
+
+    def build(self, tensor_shape, name: str, layer) -> dict[str, Any]:
+        bn = getattr(layer, "layer", layer)  # the wrapper passes itself
+        if not isinstance(bn, keras.layers.BatchNormalization):
+            raise TypeError(
+                f"BatchNormMultiplierQuantizer quantizes a BatchNormalization's gamma, "
+                f"but was built for {type(bn).__name__} '{bn.name}'."
+            )
+        return {"moving_variance": bn.moving_variance, "epsilon": float(bn.epsilon)}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        sd = tf.sqrt(tf.stop_gradient(weights["moving_variance"]) + weights["epsilon"])
+        multiplier = fake_quant(inputs / sd, self.bits, float(self.exponent), True, constant=True)
+        return multiplier * sd
+
+    def get_config(self) -> dict[str, Any]:
+        return {"bits": self.bits, "exponent": self.exponent}
