@@ -83,7 +83,9 @@ def percentile_nearest_rank(x: tf.Tensor, percentile: float) -> tf.Tensor:
     """The nearest-rank P-th percentile of all values of `x`, via top_k."""
     flat = tf.reshape(x, [-1])
     n = tf.size(flat, out_type=tf.int64)
-    rank = tf.cast(tf.math.ceil(tf.cast(n, tf.float64) * (percentile / 100.0)), tf.int64)
+    # The (1 - 1e-12) undoes float error such as 0.999 * 10000 = 9990.000000000002.
+    exact = tf.cast(n, tf.float64) * (percentile / 100.0) * (1.0 - 1e-12)
+    rank = tf.cast(tf.math.ceil(exact), tf.int64)
     rank = tf.clip_by_value(rank, 1, n)
     k = tf.cast(n - rank + 1, tf.int32)
     return tf.math.top_k(flat, k=k, sorted=True).values[-1]

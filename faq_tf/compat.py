@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 
-__all__ = ["tf", "keras", "tfmot", "check_keras_model", "register"]
+__all__ = ["tf", "keras", "tfmot", "check_keras_model", "register", "custom_objects", "deserialize"]
 
 KERAS_VERSION: str = keras.__version__
 
@@ -29,6 +29,25 @@ KERAS_VERSION: str = keras.__version__
 def register(cls):
     """Registers a class with Keras serialization under the ``faq_tf`` package."""
     return keras.utils.register_keras_serializable(package="faq_tf")(cls)
+
+
+def custom_objects() -> dict:
+    """The classes registered by `register`, under their plain class names.
+
+    Legacy (.h5) loading looks objects up by class name; this derives that mapping
+    from the Keras registry instead of keeping a second list by hand.
+    """
+    prefix = "faq_tf>"
+    return {
+        name[len(prefix) :]: obj
+        for name, obj in keras.utils.get_custom_objects().items()
+        if name.startswith(prefix)
+    }
+
+
+def deserialize(config):
+    """Deserializes a nested faq_tf or tfmot object (e.g. a quantizer) from its config."""
+    return keras.utils.deserialize_keras_object(config, custom_objects=custom_objects())
 
 
 def check_keras_model(model: object) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from faq_tf.compat import keras, register, tfmot
+from faq_tf.compat import deserialize, keras, register, tfmot
 
 __all__ = ["FaqQuantizeConfig"]
 
@@ -42,7 +42,7 @@ class FaqQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         weight_quantizers = dict(weight_quantizers or {})
         for attr, q in list(weight_quantizers.items()) + [("output", output_quantizer)]:
             if isinstance(q, dict):  # nested config, from `from_config`
-                q = keras.utils.deserialize_keras_object(q)
+                q = deserialize(q)
                 if attr == "output":
                     output_quantizer = q
                 else:

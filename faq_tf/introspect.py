@@ -9,7 +9,7 @@ from faq_tf.layers import QuantizeInput
 from faq_tf.quantizers import (
     ActivationQuantizer,
     BatchNormMultiplierQuantizer,
-    FixedQuantizer,
+    FixedExponentQuantizer,
     WeightQuantizer,
     weight_exponent,
 )
@@ -98,7 +98,7 @@ def initialize_weight_exponents(model: keras.Model) -> None:
 
 
 def _describe(q) -> str:
-    if isinstance(q, FixedQuantizer) and q.bits > 16:
+    if isinstance(q, FixedExponentQuantizer) and q.bits > 16:
         return f"{q.bits}b"
     if isinstance(q, BatchNormMultiplierQuantizer):
         return f"{q.bits}b l={q.exponent}"

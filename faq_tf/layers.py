@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from faq_tf.compat import keras, register, tf
+from faq_tf.compat import deserialize, keras, register, tf
 
 __all__ = ["QuantizeInput"]
 
@@ -23,7 +23,7 @@ class QuantizeInput(keras.layers.Layer):
     def __init__(self, quantizer, **kwargs):
         super().__init__(**kwargs)
         if isinstance(quantizer, dict):
-            quantizer = keras.utils.deserialize_keras_object(quantizer)
+            quantizer = deserialize(quantizer)
         self.quantizer = quantizer
 
     def build(self, input_shape):

@@ -266,10 +266,16 @@ def plan_model(
         has_kernel_below[n] = any(c in kernels or has_kernel_below[c] for c in graph.consumers[n])
     first = {n for n in kernels if not has_kernel_above[n]}
     tail = {n for n in names if not has_kernel_below[n] and (n in kernels or has_kernel_above[n])}
+    # A tensor feeds the classifier when every path from it reaches a last weight
+    # layer without another weight layer in between: the last ReLU, its pooling. An
+    # earlier block output that also feeds a shortcut into the last Add keeps its bits.
     feeds_classifier = {}
     for n in reversed(names):
-        feeds_classifier[n] = n not in kernels and any(
-            (c in kernels and c in tail) or feeds_classifier.get(c, False) for c in graph.consumers[n]
+        cons = graph.consumers[n]
+        feeds_classifier[n] = (
+            n not in kernels
+            and bool(cons)
+            and all((c in kernels and c in tail) or feeds_classifier.get(c, False) for c in cons)
         )
 
     plans: dict[str, LayerPlan] = {}

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from absl import logging
 
 from faq_tf import calibration, graph, policy, registry
-from faq_tf.compat import keras, tfmot
+from faq_tf.compat import custom_objects, keras, tfmot
 from faq_tf.introspect import initialize_weight_exponents, precision_summary
 from faq_tf.layers import QuantizeInput
 from faq_tf.quantizers import ActivationQuantizer, control_exponent
@@ -30,7 +30,7 @@ def quantize_scope() -> contextlib.AbstractContextManager:
       >>> with faq_tf.quantize_scope():
       ...     model = keras.models.load_model("model.h5")
     """
-    return tfmot.quantization.keras.quantize_scope()
+    return tfmot.quantization.keras.quantize_scope(custom_objects())
 
 
 def _nonnegative(model: keras.Model, g: graph.Graph) -> dict[str, bool]:
@@ -176,7 +176,10 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> None:
     if path.endswith((".h5", ".hdf5")):
         model.save(path, save_format="h5")
     else:
-        model.save(path, save_format="tf")
+        # Layer call traces are skipped: a wrapped BatchNormalization's traced call would
+        # capture its quantized gamma from the wrapper's graph, which SavedModel refuses.
+        # Loading rebuilds the layers from their configs under `quantize_scope` instead.
+        model.save(path, save_format="tf", save_traces=False)
 
 
 def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:

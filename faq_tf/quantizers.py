@@ -45,7 +45,7 @@ __all__ = [
     "FixedPointQuantizer",
     "WeightQuantizer",
     "ActivationQuantizer",
-    "FixedQuantizer",
+    "FixedExponentQuantizer",
     "BatchNormMultiplierQuantizer",
 ]
 
@@ -157,20 +157,14 @@ def weight_exponent(weights: tf.Tensor, bits: int, clip_sigmas: float) -> tf.Ten
 
 
 def _ste_round_clip(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float) -> tf.Tensor:
-    """Q(b, l) for wide constants (FakeQuant supports at most 16 bits)."""
-    lo, hi = q_min * step, q_max * step
+    """Q(b, l) with plain ops (for constants, and above FakeQuant's 16 bits).
 
-    @tf.custom_gradient
-    def quantize(v):
-        q = tf.clip_by_value(tf.math.floor(v / step + 0.5), q_min, q_max) * step
-
-        def grad(dy):
-            inside = tf.logical_and(v >= lo, v <= hi)
-            return dy * tf.cast(inside, dy.dtype)
-
-        return q, grad
-
-    return quantize(x)
+    clip_by_value gives the gradient (1 inside the range, 0 outside); the rounding
+    is added under stop_gradient, so it is straight-through.
+    """
+    clipped = tf.clip_by_value(x, q_min * step, q_max * step)
+    rounded = tf.math.floor(clipped / step + 0.5) * step
+    return clipped + tf.stop_gradient(rounded - clipped)
 
 
 def fake_quant(
@@ -338,7 +332,7 @@ class ActivationQuantizer(FixedPointQuantizer):
 
 
 @register
-class FixedQuantizer(FixedPointQuantizer):
+class FixedExponentQuantizer(FixedPointQuantizer):
     """Q(b, l) with a constant l: biases (32 bits), softmax outputs (8 bits, l = -8).
 
     Args:

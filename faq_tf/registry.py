@@ -22,7 +22,7 @@ from faq_tf.configs import FaqQuantizeConfig
 from faq_tf.quantizers import (
     ActivationQuantizer,
     BatchNormMultiplierQuantizer,
-    FixedQuantizer,
+    FixedExponentQuantizer,
     WeightQuantizer,
 )
 
@@ -204,14 +204,14 @@ def get_quantize_config(
         if role == WEIGHT and weight_bits is not None:
             weights[attr] = WeightQuantizer(weight_bits, clip_sigmas, info.per_channel_weights)
         elif role == BIAS and weight_bits is not None:
-            weights[attr] = FixedQuantizer(BIAS_BITS, BIAS_EXPONENT, signed=True)
+            weights[attr] = FixedExponentQuantizer(BIAS_BITS, BIAS_EXPONENT, signed=True)
         elif role == BN_MULTIPLIER and weight_bits is not None:
             weights[attr] = BatchNormMultiplierQuantizer(BN_BITS, BN_EXPONENT)
     output = None
     if activation_bits is not None:
         if info.output == ACTIVATION and activation_kind(layer) == "fixed":
             fixed_exponent, fixed_signed = _FIXED_FUNCTIONS[activation_function_name(layer)]
-            output = FixedQuantizer(8, fixed_exponent, fixed_signed, constant=False)
+            output = FixedExponentQuantizer(8, fixed_exponent, fixed_signed, constant=False)
         else:
             output = ActivationQuantizer(activation_bits, signed, exponent)
     if not weights and output is None:

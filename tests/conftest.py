@@ -1,0 +1,45 @@
+"""Shared fixtures: small models and deterministic data."""
+
+import numpy as np
+import pytest
+
+import faq_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from faq_tf.compat import keras, tf
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    tf.keras.utils.set_random_seed(0) if hasattr(tf, "keras") else None
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+def residual_model(input_shape=(16, 16, 3), classes=10) -> keras.Model:
+    """Conv+BN+ReLU, a residual Add, a depthwise conv, concat, pooling and Dense."""
+    L = keras.layers
+    i = keras.Input(input_shape, name="image")
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem_conv")(i)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.ReLU(name="stem_relu")(x)
+    y = L.Conv2D(8, 3, padding="same", name="res_conv")(x)
+    y = L.BatchNormalization(name="res_bn")(y)
+    x = L.Add(name="res_add")([x, y])
+    x = L.Activation("relu", name="res_relu")(x)
+    d = L.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
+    x = L.Concatenate(name="concat")([x, d])
+    x = L.MaxPooling2D(name="pool")(x)
+    x = L.Conv2D(16, 1, activation="relu", name="head_conv")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    o = L.Dense(classes, name="logits")(x)
+    return keras.Model(i, o, name="residual")
+
+
+@pytest.fixture
+def model():
+    return residual_model()
+
+
+@pytest.fixture
+def images():
+    return np.random.RandomState(1).rand(64, 16, 16, 3).astype("float32")

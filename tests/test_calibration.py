@@ -1,0 +1,84 @@
+"""Percentile calibration on data whose percentiles are known, and its error paths."""
+
+import numpy as np
+import pytest
+
+from faq_tf import calibration
+from faq_tf.compat import keras, tf
+
+
+def _tap_model(units=10000):
+    i = keras.Input((units,), name="x")
+    r = keras.layers.ReLU(name="relu")(i)
+    n = keras.layers.Rescaling(-1.0, name="neg")(i)
+    return keras.Model(i, [r, n])
+
+
+def test_nearest_rank_percentile():
+    x = tf.constant(np.arange(1, 10001, dtype=np.float32))
+    # nearest rank: the ceil(P/100 * n)-th smallest value
+    assert float(calibration.percentile_nearest_rank(x, 99.99)) == 9999.0
+    assert float(calibration.percentile_nearest_rank(x, 99.9)) == 9990.0
+    assert float(calibration.percentile_nearest_rank(x, 50.0)) == 5000.0
+    assert float(calibration.percentile_nearest_rank(x, 100.0)) == 10000.0
+
+
+def test_max_over_batches_of_the_percentile():
+    base = np.arange(1, 10001, dtype=np.float32)
+    rng = np.random.RandomState(0)
+    batches = [rng.permutation(base)[None] * s for s in (0.5, 2.0, 1.0)]  # batch of 1 row
+    ranges = calibration.collect_ranges(_tap_model(), {"relu": 99.99, "neg": 99.9}, batches, num_batches=3)
+    assert ranges["relu"].y_max == 2.0 * 9999  # max over batches
+    assert ranges["neg"].y_max == 2.0 * 9990  # |y| percentile of the negated tensor
+    assert not ranges["relu"].signed
+    assert ranges["neg"].signed
+    # 19998 -> 2^15; unsigned 8-bit: l = 15 - 8
+    assert ranges["relu"].exponent(8) == 7
+    assert ranges["neg"].exponent(4) == 15 - 3
+
+
+def test_only_the_first_n_batches_are_used():
+    base = np.arange(1, 10001, dtype=np.float32)[None]
+    batches = [base, base, base * 100.0]
+    ranges = calibration.collect_ranges(_tap_model(), {"relu": 99.99}, batches, num_batches=2)
+    assert ranges["relu"].y_max == 9999.0
+
+
+def test_dataset_of_pairs_and_arrays():
+    x = np.tile(np.arange(1, 10001, dtype=np.float32), (4, 1))
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(4))).batch(2)
+    from_ds = calibration.collect_ranges(_tap_model(), {"relu": 99.99}, ds)
+    from_array = calibration.collect_ranges(_tap_model(), {"relu": 99.99}, x, batch_size=2)
+    assert from_ds["relu"].y_max == from_array["relu"].y_max == 9999.0
+
+
+def test_default_percentiles():
+    assert calibration.default_percentile(8) == 99.99
+    assert calibration.default_percentile(4) == 99.9
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (np.zeros((0, 10000), np.float32), "empty"),
+        ([], "empty"),
+        (np.full((2, 10000), np.nan, np.float32), "NaN or Inf"),
+        (np.full((2, 10000), np.inf, np.float32), "NaN or Inf"),
+        (np.ones((2, 5), np.float32), r"shape \(2, 5\).*expects"),
+        (np.ones((2, 10000, 3), np.float32), "shape"),
+    ],
+)
+def test_bad_calibration_data(data, match):
+    with pytest.raises(calibration.CalibrationError, match=match):
+        calibration.collect_ranges(_tap_model(), {"relu": 99.99}, data)
+
+
+@pytest.mark.parametrize("p", [0, -1, 100.5, 1000, "99"])
+def test_bad_percentile(p):
+    with pytest.raises(ValueError, match="percentile must be in"):
+        calibration.collect_ranges(_tap_model(), {"relu": p}, np.ones((1, 10000), np.float32))
+
+
+def test_bad_batch_count():
+    with pytest.raises(ValueError, match="num_batches"):
+        calibration.collect_ranges(_tap_model(), {"relu": 99.0}, np.ones((1, 10000)), num_batches=0)

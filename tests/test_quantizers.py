@@ -1,0 +1,199 @@
+"""Q(b, l) maths against hand-derived tables, STE gradients, weight l, and configs."""
+
+import numpy as np
+import pytest
+
+from faq_tf import quantizers as Q
+from faq_tf.compat import keras, tf
+from faq_tf.configs import FaqQuantizeConfig
+
+# Each row: bits, l, signed, x, expected Q(x). round(v) = floor(v + 1/2).
+QUANT_TABLE = [
+    # 4-bit unsigned, step 0.25, levels 0..15 (max 3.75)
+    (4, -2, False, 0.1, 0.0),  # 0.4 steps -> 0
+    (4, -2, False, 0.125, 0.25),  # 0.5 steps: tie goes up -> 1
+    (4, -2, False, 0.375, 0.5),  # 1.5 -> 2
+    (4, -2, False, 3.7, 3.75),  # 14.8 -> 15
+    (4, -2, False, 5.0, 3.75),  # 20 -> clipped at 2^4 - 1 = 15
+    (4, -2, False, -1.0, 0.0),  # negative -> clipped at 0
+    # 4-bit signed, step 0.25, levels -7..7 (+-1.75)
+    (4, -2, True, -0.125, 0.0),  # -0.5 -> floor(0.0) = 0 (tie goes up)
+    (4, -2, True, -0.375, -0.25),  # -1.5 -> floor(-1.0) = -1
+    (4, -2, True, 0.375, 0.5),  # 1.5 -> 2
+    (4, -2, True, 1.8, 1.75),  # 7.2 -> 7
+    (4, -2, True, -3.0, -1.75),  # -12 -> clipped at -(2^3 - 1) = -7
+    # 8-bit unsigned, step 1/16, levels 0..255 (max 15.9375)
+    (8, -4, False, 0.03125, 0.0625),  # 0.5 -> 1
+    (8, -4, False, 15.96875, 15.9375),  # 255.5 -> 256 -> clipped at 255
+    (8, -4, False, 100.0, 15.9375),
+    # 8-bit signed, step 1/16, levels -127..127
+    (8, -4, True, -0.03125, 0.0),  # -0.5 -> 0
+    (8, -4, True, -7.96875, -7.9375),  # -127.5 -> floor(-127.0) = -127
+    (8, -4, True, -10.0, -7.9375),  # clipped at -127 (the symmetric range has no -128)
+    (8, -4, True, 7.9, 7.875),  # 126.4 -> 126
+    # 2-bit signed, step 1: levels -1, 0, 1
+    (2, 0, True, 0.6, 1.0),
+    (2, 0, True, -0.6, -1.0),
+    (2, 0, True, 3.0, 1.0),
+    # 32-bit signed constant (bias), step 2^-16
+    (32, -16, True, 2.0**-17, 2.0**-16),  # 0.5 steps -> 1
+    (32, -16, True, 0.3, np.floor(0.3 * 65536 + 0.5) / 65536),
+]
+
+
+@pytest.mark.parametrize("bits,l,signed,x,expected", QUANT_TABLE)
+def test_fake_quant_table(bits, l, signed, x, expected):
+    got = Q.fake_quant(tf.constant([x], tf.float32), bits, float(l), signed).numpy()[0]
+    assert got == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.parametrize("bits,l,signed,x,expected", [r for r in QUANT_TABLE if r[0] <= 16])
+def test_per_channel_and_constant_paths_agree(bits, l, signed, x, expected):
+    x = tf.constant([[x, x]], tf.float32)
+    per_channel = Q.fake_quant(x, bits, float(l), signed, per_channel=True).numpy()
+    constant = Q.fake_quant(x, bits, float(l), signed, constant=True).numpy()
+    np.testing.assert_allclose(per_channel, expected, atol=1e-7)
+    np.testing.assert_allclose(constant, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("bits,signed", [(4, False), (8, False), (4, True), (8, True)])
+def test_levels_count_and_grid(bits, signed):
+    q_min, q_max = Q.integer_range(bits, signed)
+    x = tf.linspace(q_min * 0.25 - 2.0, q_max * 0.25 + 2.0, 20001)
+    y = Q.fake_quant(x, bits, -2.0, signed).numpy()
+    levels = np.unique(y)
+    assert len(levels) == q_max - q_min + 1
+    np.testing.assert_array_equal(levels * 4, np.round(levels * 4))  # on the 2^-2 grid
+
+
+@pytest.mark.parametrize(
+    "bits,signed,per_channel,constant",
+    [(4, False, False, False), (8, False, False, False), (4, True, False, False),
+     (8, True, True, False), (4, True, True, False), (32, True, False, True), (8, True, False, True)],
+)
+def test_straight_through_gradient(bits, signed, per_channel, constant):
+    l = -16.0 if bits > 16 else -2.0  # keeps q_max * step + 1 exact in float32
+    step = 2.0**l
+    q_min, q_max = Q.integer_range(bits, signed)
+    inside = [q_min * step + 0.3, 0.1, q_max * step - 0.3] if signed else [0.1, 1.3, q_max * step - 0.3]
+    outside = [q_max * step + 1.0, q_min * step - 1.0]
+    x = tf.Variable([inside + outside])
+    with tf.GradientTape() as tape:
+        y = Q.fake_quant(x, bits, l, signed, per_channel=per_channel, constant=constant)
+        loss = tf.reduce_sum(y * tf.constant([[1.0, 2.0, 3.0, 4.0, 5.0]]))
+    grad = tape.gradient(loss, x).numpy()[0]
+    np.testing.assert_allclose(grad, [1.0, 2.0, 3.0, 0.0, 0.0])
+
+
+def test_weight_exponent_from_known_std():
+    # +-a alternating: population std is exactly a.
+    w = tf.constant(np.tile([0.1, -0.1], 50), tf.float32)
+    # 4 bits, k = 4.12: Delta = 4.12 * 0.1 / 7 = 0.0589, log2 = -4.09 -> l = -4
+    assert float(Q.weight_exponent(w, 4, 4.12)) == -4
+    # 8 bits, k = 8: Delta = 0.8 / 127 = 0.0063, log2 = -7.31 -> l = -7
+    assert float(Q.weight_exponent(w, 8, 8.0)) == -7
+    # Delta exactly 2^-3 (k = 7, b = 4, sigma = 1/8): ceil must not round up to -2.
+    w = tf.constant(np.tile([0.125, -0.125], 50), tf.float32)
+    assert float(Q.weight_exponent(w, 4, 7.0)) == -3
+
+
+def test_weight_quantizer_updates_exponent_only_in_training():
+    layer = keras.layers.Dense(4)
+    layer.build((None, 3))
+    q = Q.WeightQuantizer(4, clip_sigmas=7.0)
+    vars_ = q.build(layer.kernel.shape, "kernel", layer)
+    layer.kernel.assign(np.tile([[0.125, -0.125]], (3, 2)))
+    out = q(layer.kernel, False, vars_)  # inference: stored l (initial 0 -> step 1)
+    assert float(vars_["exponent"]) == 0.0
+    np.testing.assert_allclose(out.numpy(), 0.0)
+    out = q(layer.kernel, True, vars_)  # training: l recomputed and stored
+    assert float(vars_["exponent"]) == -3.0
+    np.testing.assert_allclose(np.abs(out.numpy()), 0.125)
+
+
+def test_exponent_for_range_and_control():
+    assert Q.exponent_for_range(5.3, 8, signed=False) == -5  # 5.3 -> 8 = 2^3; 3 - 8
+    assert Q.exponent_for_range(8.0, 8, signed=False) == -5  # a power of two stays
+    assert Q.exponent_for_range(8.0, 8, signed=True) == -4  # 3 - 7
+    assert Q.exponent_for_range(0.9, 4, signed=False) == -4  # 1 = 2^0; 0 - 4
+    # Control runs: y_max = 2^(b/2) - 1 -> l = -b/2 for unsigned tensors.
+    assert Q.control_exponent(8, False) == -4
+    assert Q.control_exponent(4, False) == -2
+
+
+def test_default_clip_sigmas():
+    assert Q.default_clip_sigmas(4) == 4.12
+    assert Q.default_clip_sigmas(8) == 8.0
+    assert Q.default_clip_sigmas(16) == 8.0
+
+
+def _bn(x):
+    bn = keras.layers.BatchNormalization(epsilon=0.0)
+    bn.build((None, 2))
+    bn.set_weights([np.array([1.0, -0.5]), np.zeros(2), np.zeros(2), np.array([0.09, 4.0])])
+    return bn
+
+
+def test_batch_norm_multiplier_on_grid():
+    bn = _bn(None)
+    q = Q.BatchNormMultiplierQuantizer()
+    vars_ = q.build(bn.gamma.shape, "gamma", bn)
+    gamma_q = q(bn.gamma, True, vars_).numpy()
+    multiplier = gamma_q / np.sqrt([0.09, 4.0])
+    # gamma/sd = 3.333 -> 53.33/16 -> 53/16; -0.25 -> -4/16
+    np.testing.assert_allclose(multiplier, [53 / 16, -4 / 16], rtol=1e-6)
+
+
+ALL_QUANTIZERS = [
+    Q.WeightQuantizer(4),
+    Q.WeightQuantizer(8, clip_sigmas=3.0, per_channel=False),
+    Q.ActivationQuantizer(4),
+    Q.ActivationQuantizer(8, signed=True, exponent=-3),
+    Q.FixedExponentQuantizer(),
+    Q.FixedExponentQuantizer(8, -8, signed=False, constant=False),
+    Q.BatchNormMultiplierQuantizer(),
+]
+
+
+@pytest.mark.parametrize("q", ALL_QUANTIZERS, ids=repr)
+def test_quantizer_config_round_trip(q):
+    again = type(q).from_config(q.get_config())
+    assert again == q
+    assert repr(again) == repr(q)
+    restored = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(q))
+    assert restored == q
+
+
+def test_quantizers_differ():
+    assert Q.ActivationQuantizer(4) != Q.ActivationQuantizer(8)
+    assert Q.WeightQuantizer(4) != Q.WeightQuantizer(4, clip_sigmas=3.0)
+
+
+@pytest.mark.parametrize("q", ALL_QUANTIZERS[:4], ids=repr)
+def test_quantize_config_round_trip(q):
+    cfg = FaqQuantizeConfig({"kernel": Q.WeightQuantizer(4), "bias": Q.FixedExponentQuantizer()}, q)
+    again = FaqQuantizeConfig.from_config(cfg.get_config())
+    assert again == cfg
+    assert keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(cfg)) == cfg
+    assert FaqQuantizeConfig({"kernel": Q.WeightQuantizer(8)}, q) != cfg
+
+
+@pytest.mark.parametrize("bits", [0, 1, 17, 33, -4, 4.0, True, "8"])
+def test_bad_bits_are_rejected_with_the_value(bits):
+    with pytest.raises(ValueError, match=r"bits must be an integer in \[2, 16\], got"):
+        Q.ActivationQuantizer(bits)
+    with pytest.raises(ValueError, match="bits"):
+        Q.WeightQuantizer(bits)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="clip_sigmas"):
+        Q.WeightQuantizer(4, clip_sigmas=-1.0)
+    with pytest.raises(ValueError, match="exponent"):
+        Q.ActivationQuantizer(8, exponent=1.5)
+    with pytest.raises(ValueError, match="constants"):
+        Q.FixedExponentQuantizer(32, -16, constant=False)
+    with pytest.raises(TypeError, match="tfmot Quantizer"):
+        FaqQuantizeConfig({"kernel": "not a quantizer"})
+    with pytest.raises(TypeError, match="BatchNormalization"):
+        Q.BatchNormMultiplierQuantizer().build((2,), "gamma", keras.layers.Dense(2))
