@@ -18,8 +18,8 @@ if "tensorflow" not in sys.modules:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
 
 __all__ = ["tf", "keras", "tfmot", "check_keras_model", "register", "custom_objects", "deserialize"]
 

@@ -7,7 +7,8 @@ quantize, named by attribute, and at most one output to quantize.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from faq_tf.compat import deserialize, keras, register, tfmot
 

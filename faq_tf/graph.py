@@ -15,7 +15,7 @@ Sequential or functional model built from standard layers.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

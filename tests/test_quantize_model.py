@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 import faq_tf
+from conftest import residual_model
 from faq_tf import graph, introspect
 from faq_tf.compat import keras, tf, tfmot
 from faq_tf.quantizers import WeightQuantizer, weight_exponent
-
-from conftest import residual_model
 
 L = keras.layers
 
