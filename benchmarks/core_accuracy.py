@@ -77,7 +77,8 @@ def main() -> None:
         json.dump(report, f, indent=1)
     print("\n| model | top-1 (%) | change vs fp32 |\n|---|---|---|")
     for k, v in results.items():
-        print(f"| {k} (after calibration, no fine-tuning) | {v:.2f} | {v - results['fp32']:+.2f} |")
+        label = "fp32 (trained)" if k == "fp32" else f"{k} after calibration, no fine-tuning"
+        print(f"| {label} | {v:.2f} | {v - results['fp32']:+.2f} |")
 
 
 if __name__ == "__main__":

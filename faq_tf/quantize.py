@@ -13,8 +13,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from absl import logging
-
 from faq_tf import calibration, graph, policy, registry
 from faq_tf.compat import custom_objects, keras, tfmot
 from faq_tf.introspect import initialize_weight_exponents, precision_summary
@@ -90,7 +88,7 @@ def quantize_model(
       batch_size: rows per calibration batch when `calibration_data` is an array.
       layer_overrides: layer name or regex -> "skip", "w8", "a4", "w4a8" or a dict.
       weight_clip_sigmas: k for every weight quantizer; None uses the per-bit default.
-      verbose: log the per-layer precision summary.
+      verbose: print the per-layer precision summary (`precision_summary`).
 
     Returns:
       A new QAT model (the input model is not modified).
@@ -153,8 +151,8 @@ def quantize_model(
     with quantize_scope():
         qat, _ = graph.rebuild(canonical, make_layers, input_layers, name=f"{model.name}_{parsed.name}")
     initialize_weight_exponents(qat)
-    if verbose:
-        logging.info("faq_tf %s precision:\n%s", parsed.name, precision_summary(qat))
+    if verbose:  # the report the caller asked for
+        print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
     return qat
 
 

@@ -263,3 +263,34 @@ def test_summary_lists_layers_bits_and_exponents(model, images):
     assert lines["res_conv"][:4] == ["res_conv", "Conv2D", "4", lines["res_conv"][3]]
     assert lines["stem_relu"][2:4] == ["-", "4u"]
     assert "activation tensors quantized" in text.splitlines()[-1]
+
+
+def test_every_listed_layer_type(images, capsys):
+    i = keras.Input((16, 16, 3))
+    x = L.Rescaling(2.0, offset=-1.0, name="rescale")(i)
+    norm = L.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 4.0], name="norm")
+    x = norm(x)
+    x = L.ZeroPadding2D(1, name="pad")(x)
+    x = L.Conv2D(8, 3, name="conv")(x)
+    x = L.BatchNormalization(scale=False, name="bn")(x)  # InceptionV3 style
+    x = L.ReLU(6.0, name="relu6")(x)
+    x = L.AveragePooling2D(name="avg")(x)
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.Activation("relu6", name="act6")(x)
+    x = L.Reshape((8, 8, 8), name="reshape")(x)
+    x = L.Flatten(name="flat")(x)
+    x = L.Dropout(0.5, name="drop")(x)
+    x = L.Dense(16, activation="relu", name="fc")(x)
+    out = L.Dense(4, activation="softmax", name="pred")(x)
+    m = keras.Model(i, out)
+    qat = faq_tf.quantize_model(m, "w4a4", images, verbose=True)
+    bits = _bits(qat)
+    assert bits[("rescale", "output")] == (8, True)  # signed: [-1, 1)
+    assert bits[("norm", "output")][0] == 8
+    assert bits[("relu6", "output")] == (4, False)
+    assert bits[("avg", "output")][0] == 8
+    assert bits[("fc_relu", "output")] == (8, False)  # feeds the classifier
+    assert bits[("bn", "gamma")][0] == 8  # scale=False became gamma = 1, quantized
+    y = qat.predict(images[:4], verbose=0)
+    np.testing.assert_allclose(y, m.predict(images[:4], verbose=0), atol=0.25)
+    assert "relu6" in capsys.readouterr().out  # verbose prints the summary
