@@ -26,6 +26,7 @@ data:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check faq_tf export_tflite tests benchmarks scripts
+	$(VENV)/bin/ruff format --check faq_tf export_tflite tests benchmarks scripts setup.py
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q tests

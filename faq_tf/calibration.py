@@ -69,7 +69,9 @@ class TensorRange:
         return exponent_for_range(self.y_max, bits, self.signed if signed is None else signed)
 
 
-def default_percentile(bits: int, p8: float = DEFAULT_PERCENTILE_8BIT, plow: float = DEFAULT_PERCENTILE_LOW_BIT) -> float:
+def default_percentile(
+    bits: int, p8: float = DEFAULT_PERCENTILE_8BIT, plow: float = DEFAULT_PERCENTILE_LOW_BIT
+) -> float:
     """Returns P for a tensor of `bits` bits (99.99 at 8 bits and up, 99.9 below)."""
     return p8 if bits >= 8 else plow
 

@@ -11,10 +11,9 @@ never `import keras` or `tf.keras` directly.
 from __future__ import annotations
 
 import os
-import sys
 
-if "tensorflow" not in sys.modules:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# tf.keras resolves lazily, so this also helps when TensorFlow was imported first.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
@@ -39,9 +38,7 @@ def custom_objects() -> dict:
     """
     prefix = "faq_tf>"
     return {
-        name[len(prefix) :]: obj
-        for name, obj in keras.utils.get_custom_objects().items()
-        if name.startswith(prefix)
+        name[len(prefix) :]: obj for name, obj in keras.utils.get_custom_objects().items() if name.startswith(prefix)
     }
 
 

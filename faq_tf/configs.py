@@ -62,9 +62,7 @@ class FaqQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     def set_quantize_weights(self, layer, quantize_weights):
         attrs = self._present(layer)
         if len(attrs) != len(quantize_weights):
-            raise ValueError(
-                f"{layer.name}: expected {len(attrs)} quantized weights, got {len(quantize_weights)}"
-            )
+            raise ValueError(f"{layer.name}: expected {len(attrs)} quantized weights, got {len(quantize_weights)}")
         for attr, value in zip(attrs, quantize_weights):
             setattr(layer, attr, value)
 

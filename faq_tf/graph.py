@@ -121,9 +121,7 @@ def rebuild(
     model = _as_functional(model)
     new_inputs, tensors, made = [], {}, []
     for t in model.inputs:
-        inp = keras.Input(
-            batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0].split("/")[0]
-        )
+        inp = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0].split("/")[0])
         new_inputs.append(inp)
         x = inp
         for layer in input_layers(inp.name) if input_layers else []:
@@ -146,8 +144,7 @@ def clone_layer(layer, **changes) -> keras.layers.Layer:
         new = type(layer).from_config(config)
     except Exception as e:  # noqa: BLE001 - re-raised with the layer named
         raise ValueError(
-            f"Could not re-create layer '{layer.name}' ({type(layer).__name__}) from its "
-            f"config: {e}"
+            f"Could not re-create layer '{layer.name}' ({type(layer).__name__}) from its config: {e}"
         ) from e
     if layer.built and layer.weights:
         build_config = layer.get_build_config()

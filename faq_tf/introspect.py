@@ -142,8 +142,10 @@ def precision_summary(model: keras.Model) -> str:
     lines.insert(1, "  ".join("-" * wd for wd in widths))
     n_act = sum(1 for qts in by_layer.values() for t in qts if t.tensor in ("output", "input"))
     n_w = sum(1 for qts in by_layer.values() for t in qts if isinstance(t.quantizer, WeightQuantizer))
-    lines.append(f"{n_w} weight tensors and {n_act} activation tensors quantized "
-                 "(activation: u = unsigned, s = signed; '-' = float/fused).")
+    lines.append(
+        f"{n_w} weight tensors and {n_act} activation tensors quantized "
+        "(activation: u = unsigned, s = signed; '-' = float/fused)."
+    )
     return "\n".join(lines)
 
 

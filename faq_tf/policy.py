@@ -327,7 +327,9 @@ def plan_model(
                 if plan.role in ("fused", "passthrough"):
                     logging.warning(
                         "Override a%d ignored for '%s': its output is %s (not a stored tensor).",
-                        ov.activation_bits, name, plan.role,
+                        ov.activation_bits,
+                        name,
+                        plan.role,
                     )
                 elif plan.role == "fixed":
                     logging.warning("Override ignored for '%s': its output range is fixed.", name)

@@ -117,9 +117,7 @@ def quantize_model(
             n: calibration.default_percentile(p.activation_bits, percentile_8bit, percentile_low_bit)
             for n, p in quantized.items()
         }
-        ranges = calibration.collect_ranges(
-            canonical, wanted, calibration_data, calibration_batches, batch_size
-        )
+        ranges = calibration.collect_ranges(canonical, wanted, calibration_data, calibration_batches, batch_size)
         for n, p in quantized.items():
             p.signed = ranges[n].signed and p.role != "relu"
             p.exponent = ranges[n].exponent(p.activation_bits, p.signed)

@@ -18,9 +18,17 @@ from faq_tf import introspect
 from faq_tf.compat import keras
 
 APPS = {
-    "ResNet50": 32, "ResNet101": 32, "ResNet152": 32, "VGG16": 32, "VGG19": 32,
-    "InceptionV3": 75, "DenseNet121": 32, "DenseNet169": 32, "DenseNet201": 32,
-    "MobileNet": 32, "MobileNetV2": 32,
+    "ResNet50": 32,
+    "ResNet101": 32,
+    "ResNet152": 32,
+    "VGG16": 32,
+    "VGG19": 32,
+    "InceptionV3": 75,
+    "DenseNet121": 32,
+    "DenseNet169": 32,
+    "DenseNet201": 32,
+    "MobileNet": 32,
+    "MobileNetV2": 32,
 }
 
 
@@ -61,9 +69,11 @@ def main() -> None:
     print("\n| model | precision | ok | 4-bit / 8-bit weights | 4-bit / 8-bit activations | s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['precision']} | {r['ok']} | {r.get('weights_4bit', '-')} / "
-              f"{r.get('weights_8bit', '-')} | {r.get('activations_4bit', '-')} / "
-              f"{r.get('activations_8bit', '-')} | {r['seconds']} |")
+        print(
+            f"| {r['model']} | {r['precision']} | {r['ok']} | {r.get('weights_4bit', '-')} / "
+            f"{r.get('weights_8bit', '-')} | {r.get('activations_4bit', '-')} / "
+            f"{r.get('activations_8bit', '-')} | {r['seconds']} |"
+        )
     if not all(r["ok"] for r in rows):
         raise SystemExit("some models failed")
 

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 import faq_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from faq_tf.compat import keras, tf
+from faq_tf.compat import keras
 
 
 @pytest.fixture(autouse=True)
 def _seed():
-    tf.keras.utils.set_random_seed(0) if hasattr(tf, "keras") else None
     keras.utils.set_random_seed(0)
     yield
     keras.backend.clear_session()

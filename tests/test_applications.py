@@ -48,7 +48,8 @@ def _app(name):
 def test_policy_on_application(name):
     canonical = graph.canonicalize(_app(name))
     kernels_in_order = [
-        n for n, layer in ((layer.name, layer) for layer in canonical.layers)
+        n
+        for n, layer in ((layer.name, layer) for layer in canonical.layers)
         if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
     ]
     first, last = kernels_in_order[0], kernels_in_order[-1]
@@ -64,7 +65,9 @@ def test_policy_on_application(name):
     assert w4[last].activation_bits is None
     assert w4[softmax].activation_bits is None
     assert next(iter(w4.values())).role == "input" and next(iter(w4.values())).activation_bits == 8
-    relus = [p for p in w4.values() if p.role in ("relu", "classifier_input") and p.class_name in ("ReLU", "Activation")]
+    relus = [
+        p for p in w4.values() if p.role in ("relu", "classifier_input") and p.class_name in ("ReLU", "Activation")
+    ]
     four = [p for p in relus if p.activation_bits == 4]
     eight = [p for p in relus if p.activation_bits == 8]
     assert len(four) > len(eight) >= 1

@@ -68,8 +68,15 @@ def test_levels_count_and_grid(bits, signed):
 
 @pytest.mark.parametrize(
     "bits,signed,per_channel,constant",
-    [(4, False, False, False), (8, False, False, False), (4, True, False, False),
-     (8, True, True, False), (4, True, True, False), (32, True, False, True), (8, True, False, True)],
+    [
+        (4, False, False, False),
+        (8, False, False, False),
+        (4, True, False, False),
+        (8, True, True, False),
+        (4, True, True, False),
+        (32, True, False, True),
+        (8, True, False, True),
+    ],
 )
 def test_straight_through_gradient(bits, signed, per_channel, constant):
     l = -16.0 if bits > 16 else -2.0  # keeps q_max * step + 1 exact in float32
@@ -122,9 +129,11 @@ def test_exponent_for_range_and_control():
 
 
 def test_default_clip_sigmas():
-    assert Q.default_clip_sigmas(4) == 4.12
-    assert Q.default_clip_sigmas(8) == 8.0
-    assert Q.default_clip_sigmas(16) == 8.0
+    assert Q.default_clip_sigmas(4) == 4.12  # the paper's value
+    assert Q.default_clip_sigmas(8) == 5.0
+    assert Q.default_clip_sigmas(16) == 5.0
+    assert Q.default_clip_sigmas(2) < Q.default_clip_sigmas(3) < Q.default_clip_sigmas(4)
+    assert Q.WeightQuantizer(8).clip_sigmas == 5.0
 
 
 def _bn(x):

@@ -14,6 +14,7 @@ import faq_tf
 from faq_tf import introspect
 from faq_tf.compat import tf
 
+
 def _convert(qat):
     converter = tf.lite.TFLiteConverter.from_keras_model(qat)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
