@@ -19,7 +19,8 @@ setup(
         "absl-py>=1.2,<2",
         "numpy>=1.23,<3",
         "ai-edge-litert>=1.2,<3",
+        "tensorboard>=2.16,<3",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["faq-train=faq_tf.train:cli"]},
 )

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-__all__ = ["DEFAULT_DIR", "load_fashion_mnist", "DatasetNotFoundError"]
+__all__ = ["DEFAULT_DIR", "load_fashion_mnist", "load_fashion_mnist_uint8", "DatasetNotFoundError"]
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 _FILES = {
@@ -54,15 +54,15 @@ def _read_idx(path: str) -> np.ndarray:
     return body.reshape(shape)
 
 
-def load_fashion_mnist(split: str = "train", data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Loads a Fashion-MNIST split.
+def load_fashion_mnist_uint8(split: str = "train", data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Loads a Fashion-MNIST split as raw pixels.
 
     Args:
       split: "train" (60000 images) or "test" (10000).
       data_dir: folder with the IDX files; default /usr/share/datasets/fashion-mnist.
 
     Returns:
-      (images float32 [N, 28, 28, 1] in [0, 255/256], labels int64 [N]).
+      (images uint8 [N, 28, 28, 1], labels int64 [N]).
 
     Raises:
       DatasetNotFoundError: with how to get the files.
@@ -75,4 +75,10 @@ def load_fashion_mnist(split: str = "train", data_dir: str | None = None) -> tup
     labels = _read_idx(_find(data_dir, _FILES[split][1]))
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{data_dir}: {images.shape[0]} images but {labels.shape[0]} labels")
-    return (images.astype(np.float32) / 256.0)[..., None], labels.astype(np.int64)
+    return images[..., None], labels.astype(np.int64)
+
+
+def load_fashion_mnist(split: str = "train", data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Like `load_fashion_mnist_uint8`, with images as float32 pixels / 256 in [0, 255/256]."""
+    images, labels = load_fashion_mnist_uint8(split, data_dir)
+    return images.astype(np.float32) / 256.0, labels

@@ -1,0 +1,227 @@
+"""`run(config)`: calibrate, quantize, fine-tune, evaluate and save one FAQ run.
+
+`model_dir` ends up holding config.json, checkpoints/ (every epoch and every N
+updates), metrics.json, tensorboard/ and model.h5 (load it with `faq_tf.load_model`).
+Starting again with the same model_dir resumes from the last good checkpoint and ends
+where an uninterrupted run would: the data order and augmentation are a function of
+(seed, epoch, position), and the checkpoint holds the optimizer state, the epoch and
+the position in it, BN statistics and every quantizer's l.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+from absl import logging
+
+from faq_tf.compat import keras, tf
+from faq_tf.data.datasets import get_source, make_input
+from faq_tf.models import build_model
+from faq_tf.quantize import quantize_model, save_model
+from faq_tf.training.checkpoints import restore_latest_good
+from faq_tf.training.config import TrainConfig
+from faq_tf.training.trainer import Trainer, get_strategy
+
+__all__ = ["run", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a step's gradients are NaN/Inf and nan_policy is "stop"."""
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _check_writable(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(f"model_dir {path} is not writable ({e.strerror}); choose another --model_dir.") from e
+
+
+def _calibration_batches(source, config, input_shape, preprocess):
+    ds = make_input(source, "train", config.batch_size, input_shape, preprocess, epoch=0, seed=config.seed)
+    return ds.map(lambda x, y: x).take(config.calibration_batches)
+
+
+def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Runs one FAQ (or fp32) training job described by `config`.
+
+    Args:
+      config: the frozen run description.
+      strategy: overrides `config.strategy` (tests pass one in).
+
+    Returns:
+      The final metrics (also written to model_dir/metrics.json).
+
+    Raises:
+      NonFiniteLossError: a NaN/Inf step with nan_policy="stop" (no bad update is applied
+        or saved).
+      OSError: model_dir not writable.
+    """
+    strategy = strategy or get_strategy(config.strategy)
+    chief = _is_chief(strategy)
+    write_dir = config.model_dir if chief else os.path.join(config.model_dir, f"worker_tmp_{id(strategy)}")
+    _check_writable(write_dir)
+    if chief:
+        config.save()
+    keras.utils.set_random_seed(config.seed)
+
+    source = get_source(config.dataset, config.data_dir)
+    B = config.batch_size
+    if B % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"batch_size={B} is not divisible by the {strategy.num_replicas_in_sync} replicas; "
+            f"use a multiple of {strategy.num_replicas_in_sync}."
+        )
+    with strategy.scope():
+        model, spec = build_model(config.model, source.num_classes, config.pretrained, config.image_size)
+        input_shape = tuple(model.input_shape[1:])
+        if config.precision != "fp32":
+            model = quantize_model(
+                model,
+                config.precision,
+                _calibration_batches(source, config, input_shape, spec.preprocess),
+                calibrate=config.calibrate,
+                calibration_batches=config.calibration_batches,
+                percentile_8bit=config.calibration_percentile,
+                percentile_low_bit=config.calibration_percentile_low_bit,
+                layer_overrides=dict(config.layer_overrides) or None,
+                verbose=chief,
+            )
+        lr_fn = config.lr_schedule_fn()
+        optimizer = keras.optimizers.SGD(learning_rate=lr_fn(0), momentum=config.momentum)
+        optimizer.build(model.trainable_variables)
+        trainer = Trainer(model, optimizer, strategy, B, config.weight_decay, config.decoupled_weight_decay)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        position = tf.Variable(0, dtype=tf.int64, trainable=False, name="update_in_epoch")
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, position=position)
+        manager = tf.train.CheckpointManager(
+            ckpt,
+            os.path.join(write_dir, "checkpoints"),
+            max_to_keep=3,
+            step_counter=optimizer.iterations,
+            checkpoint_interval=config.checkpoint_every_steps or None,
+        )
+    restored = restore_latest_good(ckpt, manager)
+    if restored:
+        logging.info("Resuming from %s (epoch %d, update %d)", restored, int(epoch_var), int(position))
+
+    metrics_path = os.path.join(config.model_dir, "metrics.json")
+    history = []
+    if restored and os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            history = [h for h in json.load(f).get("epochs", []) if h["epoch"] < int(epoch_var)]
+    writer = tf.summary.create_file_writer(os.path.join(write_dir, "tensorboard")) if chief else None
+    batches = config.batch_schedule_obj()
+    steps_per_epoch = config.steps_per_epoch or source.num_train // B
+    test_ds = strategy.experimental_distribute_dataset(make_input(source, "test", B, input_shape, spec.preprocess))
+    interactive = sys.stdout.isatty()
+
+    for epoch in range(int(epoch_var), config.epochs):
+        n = batches.accumulation_at(epoch, B)
+        updates = steps_per_epoch // n
+        if updates < 1:
+            raise ValueError(
+                f"epoch {epoch}: a virtual batch of {n * B} is larger than the epoch ({steps_per_epoch * B} images)."
+            )
+        lr = lr_fn(epoch)
+        optimizer.learning_rate.assign(lr)
+        start = int(position)
+        dist = strategy.distribute_datasets_from_function(
+            lambda ctx, e=epoch, s=start, n=n: make_input(
+                source,
+                "train",
+                ctx.get_per_replica_batch_size(B),
+                input_shape,
+                spec.preprocess,
+                epoch=e,
+                seed=config.seed,
+                skip_batches=s * n,
+                global_batch_size=B,
+                input_context=ctx,
+            )
+        )
+        iterator = iter(dist)
+        trainer.train_loss.reset_state()
+        trainer.train_top1.reset_state()
+        bar = keras.utils.Progbar(updates, stateful_metrics=["loss", "top1", "img/s"]) if interactive else None
+        t0, seen = time.perf_counter(), 0
+        for u in range(start, updates):
+            loss_sum, finite = trainer.train_update(iterator, n, lr)
+            seen += n * B
+            if not finite:
+                where = f"epoch {epoch}, update {u} (global step {int(optimizer.iterations)})"
+                last = manager.latest_checkpoint or "none yet"
+                if config.nan_policy == "stop":
+                    raise NonFiniteLossError(
+                        f"NaN/Inf gradients at {where}; the update was not applied. Last good checkpoint: "
+                        f"{last}. Lower --lr, check the data, or use --nan_policy=skip."
+                    )
+                logging.warning("Skipped a NaN/Inf update at %s", where)
+            position.assign(u + 1)
+            manager.save(check_interval=True)
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            values = [("loss", float(trainer.train_loss.result())), ("top1", float(trainer.train_top1.result()))]
+            if bar is not None:
+                bar.update(u + 1, values + [("img/s", rate)])
+            elif (u + 1) % max(1, updates // 10) == 0 or u + 1 == updates:
+                logging.info(
+                    "epoch %d update %d/%d loss %.4f top1 %.4f %.0f img/s",
+                    epoch,
+                    u + 1,
+                    updates,
+                    *[v for _, v in values],
+                    rate,
+                )
+        seconds = time.perf_counter() - t0
+        epoch_var.assign(epoch + 1)
+        position.assign(0)
+        record = {
+            "epoch": epoch,
+            "lr": lr,
+            "batch_size": n * B,
+            "train_loss": float(trainer.train_loss.result()),
+            "train_top1": float(trainer.train_top1.result()) * 100,
+            "seconds": round(seconds, 2),
+            "images_per_second": round(seen / max(seconds, 1e-9), 1),
+        }
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            record.update(trainer.evaluate(test_ds, config.eval_steps))
+        history.append(record)
+        manager.save(checkpoint_number=optimizer.iterations)
+        if chief:
+            logging.info("epoch %d: %s", epoch, record)
+            with writer.as_default(step=epoch):
+                for k, v in record.items():
+                    if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                        tf.summary.scalar(k, v)
+            _write_metrics(metrics_path, history)
+
+    final = history[-1] if history else {}
+    if not any("test_top1" in h for h in history[-1:]):
+        final = {**final, **trainer.evaluate(test_ds, config.eval_steps)}
+    if chief:
+        _write_metrics(metrics_path, history, final)
+        save_model(model, os.path.join(config.model_dir, "model.h5"))
+    return final
+
+
+def _write_metrics(path: str, history: list, final: dict | None = None) -> None:
+    final = final or (history[-1] if history else {})
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"final": final, "epochs": history}, f, indent=1)
+    os.replace(tmp, path)  # never leaves a half-written metrics.json
