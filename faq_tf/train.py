@@ -57,6 +57,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("eval_every", d.eval_every, "Evaluate every N epochs.")
     flags.DEFINE_integer("checkpoint_every_steps", d.checkpoint_every_steps, "Also checkpoint every N updates.")
     flags.DEFINE_enum("nan_policy", d.nan_policy, ["stop", "skip"], "On NaN/Inf gradients: stop or skip the step.")
+    flags.DEFINE_bool("deterministic", d.deterministic, "Bit-identical reruns (TF op determinism; slower on GPU).")
 
 
 def config_from_flags(f=FLAGS) -> TrainConfig:
@@ -101,6 +102,7 @@ def config_from_flags(f=FLAGS) -> TrainConfig:
         eval_every=f.eval_every,
         checkpoint_every_steps=f.checkpoint_every_steps,
         nan_policy=f.nan_policy,
+        deterministic=f.deterministic,
     )
 
 

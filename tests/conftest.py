@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 import faq_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from faq_tf.compat import keras
+from faq_tf.compat import keras, tf
+
+# Two logical CPUs, so MirroredStrategy can be tested on this 2-core machine.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 @pytest.fixture(autouse=True)

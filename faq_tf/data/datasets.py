@@ -21,6 +21,15 @@ from faq_tf.data.fashion_mnist import DatasetNotFoundError, load_fashion_mnist_u
 __all__ = ["ImageSource", "get_source", "make_input", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _check_image_file(path: str) -> None:
+    """Fails early, naming the file, instead of deep inside tf.data."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(_MAGIC):
+        raise ValueError(f"{path} is not a readable image (JPEG, PNG, GIF or BMP); remove or replace it.")
 
 
 @dataclasses.dataclass
@@ -80,7 +89,9 @@ def _tfds(name: str, data_dir: str | None, augment: str, eval_crop: float = 1.0)
             "machine with internet access and pass its data folder as --data_dir."
         )
         raise DatasetNotFoundError(f"TFDS dataset '{name}' is not available ({type(e).__name__}: {e}). {hint}") from e
-    splits = builder.info.splits
+    splits = set(builder.info.splits.keys())
+    if not splits:  # info without split metadata, e.g. under tfds.testing.mock_data
+        splits = {"train", "validation" if name == "imagenet2012" else "test"}
     label = builder.info.features["label"]
     test_split = "test" if "test" in splits else "validation" if "validation" in splits else None
     train_split = "train"
@@ -94,7 +105,10 @@ def _tfds(name: str, data_dir: str | None, augment: str, eval_crop: float = 1.0)
 
         return fn
 
-    num_train = builder.info.splits[train_split].num_examples
+    try:
+        num_train = builder.info.splits[train_split].num_examples
+    except KeyError:
+        num_train = int(load(train_split)().reduce(0, lambda n, _: n + 1))
     return ImageSource(name, label.num_classes, num_train, load(train_split), load(test_split), augment, eval_crop)
 
 
@@ -119,6 +133,7 @@ def _folder(path: str, seed: int = 0) -> ImageSource:
                 continue
             for f in sorted(os.listdir(d)):
                 if f.lower().endswith(IMAGE_EXTENSIONS):
+                    _check_image_file(os.path.join(d, f))
                     paths.append(os.path.join(d, f))
                     labels.append(i)
         return np.array(paths), np.array(labels, np.int64)
@@ -191,7 +206,7 @@ def _resize_channels(image: tf.Tensor, shape: tuple[int, int, int], crop: float)
 def _augment(image: tf.Tensor, kind: str, seed: tf.Tensor, shape) -> tf.Tensor:
     if kind == "cifar":
         h, w = image.shape[0], image.shape[1]
-        padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
+        padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])  # zeros, as torchvision RandomCrop(padding=4)
         image = tf.image.stateless_random_crop(padded, [h, w, image.shape[2]], seed)
         return tf.image.stateless_random_flip_left_right(image, seed + 1)
     if kind == "imagenet":
@@ -248,7 +263,8 @@ def make_input(
     if train:
         n = source.num_train
         ds = ds.shuffle(min(n, 50_000), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-        ds = ds.enumerate().skip(skip_batches * global_batch)
+        # Repeat (same order) so an epoch of --steps_per_epoch batches may exceed the data.
+        ds = ds.repeat().enumerate().skip(skip_batches * global_batch)
     if input_context is not None and input_context.num_input_pipelines > 1:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     crop = 1.0 if train and source.augment == "imagenet" else source.eval_crop

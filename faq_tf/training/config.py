@@ -53,6 +53,7 @@ class TrainConfig:
     eval_every: int = 1
     checkpoint_every_steps: int = 0
     nan_policy: str = "stop"
+    deterministic: bool = False
 
     def __post_init__(self):
         def positive_int(name, value, allow_none=False):

@@ -78,6 +78,8 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
     if chief:
         config.save()
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     source = get_source(config.dataset, config.data_dir)
     B = config.batch_size

@@ -88,6 +88,7 @@ class Trainer:
         self.test_top1 = keras.metrics.SparseCategoricalAccuracy("test_top1")
         self.test_top5 = keras.metrics.SparseTopKCategoricalAccuracy(5, "test_top5")
         self._update_fn = None
+        self._eval_fn = None
 
     # -- replica functions ------------------------------------------------------------
     def _accumulate(self, images, labels, scale):
@@ -107,25 +108,23 @@ class Trainer:
         self.train_top1.update_state(labels, logits)
         return tf.reduce_sum(per_example)
 
+    def _nonfinite(self):
+        return 1.0 - tf.cast(
+            tf.reduce_all([tf.reduce_all(tf.math.is_finite(acc.read_value())) for acc in self.accumulators]),
+            tf.float32,
+        )
+
     def _apply(self, lr):
         variables = self.model.trainable_variables
-        grads = [acc.read_value() for acc in self.accumulators]
-        bad = 1.0 - tf.cast(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]), tf.float32)
-        # Every replica must take the same branch: agree on the flag first.
-        bad = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, bad)
-        finite = tf.cast(bad == 0.0, tf.int32)
+        self.optimizer.apply_gradients(zip([acc.read_value() for acc in self.accumulators], variables))
+        if self.weight_decay and self.decoupled:
+            for v in variables:
+                v.assign_sub(lr * self.weight_decay * v)
+        self._reset()
 
-        def update():
-            self.optimizer.apply_gradients(zip(grads, variables))
-            if self.weight_decay and self.decoupled:
-                for v in variables:
-                    v.assign_sub(lr * self.weight_decay * v)
-            return tf.constant(0)
-
-        tf.cond(finite > 0, update, lambda: tf.constant(0))  # a NaN/Inf step is never applied
+    def _reset(self):
         for acc in self.accumulators:
             acc.assign(tf.zeros_like(acc))
-        return finite
 
     def _eval(self, images, labels):
         logits = self.model(images, training=False)
@@ -138,42 +137,55 @@ class Trainer:
     def train_update(self, iterator, n: int, lr: float) -> tuple[float, bool]:
         """Runs n real batches from `iterator` and applies one weight update.
 
-        A step whose gradients hold NaN or Inf is not applied (the weights stay as they were).
+        A step whose gradients hold NaN or Inf is not applied: the weights and the
+        optimizer state stay as they were.
 
         Returns:
           (summed loss over the examples, whether every gradient was finite).
         """
         if self._update_fn is None:
+            strategy, SUM = self.strategy, tf.distribute.ReduceOp.SUM
 
             @tf.function
-            def update(iterator, n, lr):
+            def accumulate(iterator, n):
                 total = tf.constant(0.0)
                 scale = 1.0 / tf.cast(n, tf.float32)
                 for _ in tf.range(n):
                     images, labels = next(iterator)
-                    per_replica = self.strategy.run(self._accumulate, args=(images, labels, scale))
-                    total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-                finite = self.strategy.run(self._apply, args=(lr,))
-                finite = self.strategy.experimental_local_results(finite)[0]
-                return total, finite
+                    per_replica = strategy.run(self._accumulate, args=(images, labels, scale))
+                    total += strategy.reduce(SUM, per_replica, axis=None)
+                bad = strategy.reduce(SUM, strategy.run(self._nonfinite), axis=None)
+                return total, bad
 
-            self._update_fn = update
-        total, finite = self._update_fn(iterator, tf.constant(n), tf.constant(lr, tf.float32))
-        return float(total), bool(finite)
+            @tf.function
+            def apply(lr):
+                strategy.run(self._apply, args=(lr,))
+
+            @tf.function
+            def reset():
+                strategy.run(self._reset)
+
+            self._update_fn = (accumulate, apply, reset)
+        accumulate, apply, reset = self._update_fn
+        total, bad = accumulate(iterator, tf.constant(n))
+        finite = float(bad) == 0.0
+        if finite:
+            apply(tf.constant(lr, tf.float32))
+        else:
+            reset()
+        return float(total), finite
 
     def evaluate(self, dataset, steps: int | None = None) -> dict[str, float]:
         """Top-1, top-5 (%) and loss over a distributed test dataset."""
         for m in (self.test_loss, self.test_top1, self.test_top5):
             m.reset_state()
 
-        @tf.function
-        def step(images, labels):
-            self.strategy.run(self._eval, args=(images, labels))
-
+        if self._eval_fn is None:
+            self._eval_fn = tf.function(lambda images, labels: self.strategy.run(self._eval, args=(images, labels)))
         for i, (images, labels) in enumerate(dataset):
             if steps is not None and i >= steps:
                 break
-            step(images, labels)
+            self._eval_fn(images, labels)
         result = {"test_top1": float(self.test_top1.result()) * 100, "test_loss": float(self.test_loss.result())}
         if self.test_top5.count > 0:
             result["test_top5"] = float(self.test_top5.result()) * 100

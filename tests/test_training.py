@@ -1,0 +1,230 @@
+"""The fine-tuning loop: virtual batches, MirroredStrategy, resume, data, binary errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import faq_tf
+from faq_tf.compat import keras, tf
+from faq_tf.training import TrainConfig, Trainer, run
+
+L = keras.layers
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _mlp(seed=0):
+    keras.utils.set_random_seed(seed)
+    i = keras.Input((6, 6, 1))
+    x = L.Conv2D(4, 3, activation="relu")(i)
+    x = L.Flatten()(x)
+    return keras.Model(i, L.Dense(3)(x))
+
+
+def _data(n=64):
+    rng = np.random.RandomState(0)
+    return rng.rand(n, 6, 6, 1).astype("float32"), rng.randint(0, 3, n).astype("int64")
+
+
+def _train(strategy, batch, n, precision="fp32", updates=2, weight_decay=1e-3):
+    x, y = _data()
+    with strategy.scope():
+        model = _mlp()
+        if precision != "fp32":
+            model = faq_tf.quantize_model(model, precision, x, verbose=False)
+        opt = keras.optimizers.SGD(0.1, momentum=0.9)
+        opt.build(model.trainable_variables)
+        trainer = Trainer(model, opt, strategy, batch, weight_decay=weight_decay)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch // strategy.num_replicas_in_sync)
+    if strategy.num_replicas_in_sync == 1:
+        it = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)))
+    else:
+        it = iter(strategy.distribute_datasets_from_function(lambda ctx: ds))
+    for _ in range(updates):
+        trainer.train_update(it, n, 0.1)
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def test_virtual_batch_equals_real_batch():
+    default = tf.distribute.get_strategy()
+    virtual = _train(default, batch=8, n=4)  # 4 x 8 accumulated per update
+    real = _train(default, batch=32, n=1)
+    for a, b in zip(virtual, real):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    moved = _train(default, batch=32, n=1, updates=0)
+    assert not np.allclose(real[0], moved[0])  # the updates did something
+
+
+def test_mirrored_on_two_cpus_equals_one_device():
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    two = _train(mirrored, batch=16, n=2, precision="w8a8")
+    one = _train(tf.distribute.get_strategy(), batch=16, n=2, precision="w8a8")
+    for a, b in zip(two, one):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_not_divisible_by_replicas():
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with mirrored.scope():
+        model = _mlp()
+        with pytest.raises(ValueError, match="batch_size=15 is not divisible by the 2 replicas"):
+            Trainer(model, keras.optimizers.SGD(0.1), mirrored, 15)
+
+
+def test_nan_gradients_are_never_applied(tmp_path):
+    x, y = _data()
+    strategy = tf.distribute.get_strategy()
+    model = _mlp()
+    opt = keras.optimizers.SGD(0.1)
+    opt.build(model.trainable_variables)
+    trainer = Trainer(model, opt, strategy, 8)
+    before = [v.numpy() for v in model.trainable_variables]
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    it = iter(tf.data.Dataset.from_tensor_slices((bad, y)).batch(8))
+    _, finite = trainer.train_update(it, 1, 0.1)
+    assert not finite
+    for a, b in zip(before, model.trainable_variables):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def _config(tmp_path, **kw):
+    base = dict(
+        model="small_resnet",
+        dataset=f"folder:{_image_folder(tmp_path)}",
+        precision="w8a8",
+        batch_size=8,
+        epochs=2,
+        steps_per_epoch=4,
+        lr=0.01,
+        lr_schedule="exp",
+        lr_final=0.001,
+        model_dir=str(tmp_path / "run"),
+        image_size=28,
+        calibration_batches=2,
+        deterministic=True,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _image_folder(tmp_path, classes=3, per_class=16, size=(20, 24)):
+    root = tmp_path / "images"
+    if root.exists():
+        return root
+    rng = np.random.RandomState(0)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True)
+        for i in range(per_class):
+            img = (rng.rand(*size, 3) * 80 + 60 * c).astype("uint8")
+            (root / f"class_{c}" / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+    return root
+
+
+def test_image_folder_dataset_trains_and_writes_outputs(tmp_path):
+    final = run(_config(tmp_path, epochs=1, steps_per_epoch=2))
+    out = tmp_path / "run"
+    for name in ("config.json", "metrics.json", "model.h5", "checkpoints", "tensorboard"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"][0]["batch_size"] == 8 and "test_top1" in final
+    config = json.loads((out / "config.json").read_text())
+    assert config["precision"] == "w8a8" and config["dataset"].startswith("folder:")
+    loaded = faq_tf.load_model(out / "model.h5")
+    assert faq_tf.quantized_tensors(loaded)
+
+
+def _train_cmd(cfg: TrainConfig):
+    return [
+        sys.executable, "-m", "faq_tf.train",
+        f"--model={cfg.model}", f"--dataset={cfg.dataset}", f"--precision={cfg.precision}",
+        f"--batch_size={cfg.batch_size}", f"--epochs={cfg.epochs}", f"--steps_per_epoch={cfg.steps_per_epoch}",
+        f"--lr={cfg.lr}", f"--lr_schedule={cfg.lr_schedule}", f"--lr_final={cfg.lr_final}",
+        f"--model_dir={cfg.model_dir}", f"--image_size={cfg.image_size}",
+        f"--calibration_batches={cfg.calibration_batches}", "--deterministic",
+        f"--checkpoint_every_steps={cfg.checkpoint_every_steps}",
+    ]  # fmt: skip
+
+
+def _final_weights(model_dir):
+    return [w for w in faq_tf.load_model(os.path.join(model_dir, "model.h5")).get_weights()]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    cfg = _config(tmp_path, epochs=2, steps_per_epoch=6, checkpoint_every_steps=2)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    ref = dataclass_replace(cfg, model_dir=str(tmp_path / "ref"))
+    subprocess.run(_train_cmd(ref), check=True, env=env, capture_output=True, timeout=300)
+
+    proc = subprocess.Popen(_train_cmd(cfg), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    index = os.path.join(cfg.model_dir, "checkpoints", "checkpoint")
+    deadline = time.time() + 240
+    while not os.path.exists(index) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(index), "the run never wrote a checkpoint"
+    assert not os.path.exists(os.path.join(cfg.model_dir, "model.h5")), "killed too late"
+    done = subprocess.run(_train_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resuming from" in done.stderr
+    for a, b in zip(_final_weights(cfg.model_dir), _final_weights(ref.model_dir)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    m1 = json.loads(open(os.path.join(cfg.model_dir, "metrics.json")).read())
+    m2 = json.loads(open(os.path.join(ref.model_dir, "metrics.json")).read())
+    assert [e["epoch"] for e in m1["epochs"]] == [0, 1]
+    assert m1["final"]["test_top1"] == pytest.approx(m2["final"]["test_top1"])
+
+
+def dataclass_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"model": "resnet9000"}, "Unknown model 'resnet9000'"),
+        ({"dataset": "mnist_but_wrong:x"}, "Unknown dataset"),
+        ({"precision": "int3"}, "Unknown precision"),
+        ({"batch_schedule": "16@0,20@1"}, "not multiples of batch_size=8"),
+        ({"batch_schedule": "8@1"}, "must start at epoch 0"),
+        ({"lr": -1.0}, "lr must be a positive number"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"calibration_percentile": 0.0}, "percentile must be in"),
+        ({"calibration_percentile": 100.5}, "percentile must be in"),
+    ],
+)
+def test_bad_configs(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        run(_config(tmp_path, **kw))
+
+
+def test_empty_or_missing_image_folder(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "cats").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="has no images"):
+        run(_config(tmp_path, dataset=f"folder:{empty}"))
+    with pytest.raises(FileNotFoundError, match="has no class subfolders"):
+        run(_config(tmp_path, dataset=f"folder:{tmp_path / 'empty' / 'cats'}"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run(_config(tmp_path, dataset=f"folder:{tmp_path / 'nope'}"))
+
+
+def test_unreadable_image_in_folder(tmp_path):
+    root = _image_folder(tmp_path)
+    (root / "class_0" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png is not a readable image"):
+        run(_config(tmp_path, epochs=1, steps_per_epoch=30))
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        run(_config(tmp_path, dataset="fashion_mnist", data_dir=str(tmp_path / "nowhere")))
