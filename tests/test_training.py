@@ -228,3 +228,36 @@ def test_unreadable_image_in_folder(tmp_path):
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         run(_config(tmp_path, dataset="fashion_mnist", data_dir=str(tmp_path / "nowhere")))
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_worker_multi_worker_mirrored_run_on_localhost(tmp_path):
+    cfg = _config(tmp_path, epochs=1, steps_per_epoch=3, checkpoint_every_steps=1, precision="w4a4")
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    procs = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            PYTHONPATH=REPO,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
+        cmd = _train_cmd(cfg) + ["--strategy=multi_worker"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    metrics = json.loads(open(os.path.join(cfg.model_dir, "metrics.json")).read())
+    assert metrics["final"]["batch_size"] == 8 and "test_top1" in metrics["final"]
+    assert os.path.exists(os.path.join(cfg.model_dir, "checkpoints", "checkpoint"))
+    assert os.path.exists(os.path.join(cfg.model_dir, "model.h5"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -33,11 +34,13 @@ class NonFiniteLossError(RuntimeError):
     """Raised when a step's gradients are NaN/Inf and nan_policy is "stop"."""
 
 
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+def _task(strategy: tf.distribute.Strategy) -> tuple[bool, str]:
+    """(is this the chief, a name for this task)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+        return True, "chief"
+    chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+    return chief, f"{resolver.task_type}_{resolver.task_id}"
 
 
 def _check_writable(path: str) -> None:
@@ -72,8 +75,9 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
       OSError: model_dir not writable.
     """
     strategy = strategy or get_strategy(config.strategy)
-    chief = _is_chief(strategy)
-    write_dir = config.model_dir if chief else os.path.join(config.model_dir, f"worker_tmp_{id(strategy)}")
+    chief, task = _task(strategy)
+    # Every worker saves (saving runs collectives); only the chief's files are kept.
+    write_dir = config.model_dir if chief else os.path.join(config.model_dir, f"tmp_{task}")
     _check_writable(write_dir)
     if chief:
         config.save()
@@ -117,22 +121,26 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
             step_counter=optimizer.iterations,
             checkpoint_interval=config.checkpoint_every_steps or None,
         )
-    restored = restore_latest_good(ckpt, manager)
+    # Every worker resumes from the chief's checkpoints.
+    read_manager = (
+        manager if chief else tf.train.CheckpointManager(ckpt, os.path.join(config.model_dir, "checkpoints"), 3)
+    )
+    restored = restore_latest_good(ckpt, read_manager)
     if restored:
-        logging.info("Resuming from %s (epoch %d, update %d)", restored, int(epoch_var), int(position))
+        logging.info("Resuming from %s (epoch %d, update %d)", restored, int(epoch_var.numpy()), int(position.numpy()))
 
     metrics_path = os.path.join(config.model_dir, "metrics.json")
     history = []
     if restored and os.path.exists(metrics_path):
         with open(metrics_path) as f:
-            history = [h for h in json.load(f).get("epochs", []) if h["epoch"] < int(epoch_var)]
+            history = [h for h in json.load(f).get("epochs", []) if h["epoch"] < int(epoch_var.numpy())]
     writer = tf.summary.create_file_writer(os.path.join(write_dir, "tensorboard")) if chief else None
     batches = config.batch_schedule_obj()
     steps_per_epoch = config.steps_per_epoch or source.num_train // B
     test_ds = strategy.experimental_distribute_dataset(make_input(source, "test", B, input_shape, spec.preprocess))
     interactive = sys.stdout.isatty()
 
-    for epoch in range(int(epoch_var), config.epochs):
+    for epoch in range(int(epoch_var.numpy()), config.epochs):
         n = batches.accumulation_at(epoch, B)
         updates = steps_per_epoch // n
         if updates < 1:
@@ -141,7 +149,7 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
             )
         lr = lr_fn(epoch)
         optimizer.learning_rate.assign(lr)
-        start = int(position)
+        start = int(position.numpy())
         dist = strategy.distribute_datasets_from_function(
             lambda ctx, e=epoch, s=start, n=n: make_input(
                 source,
@@ -165,7 +173,7 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
             loss_sum, finite = trainer.train_update(iterator, n, lr)
             seen += n * B
             if not finite:
-                where = f"epoch {epoch}, update {u} (global step {int(optimizer.iterations)})"
+                where = f"epoch {epoch}, update {u} (global step {int(optimizer.iterations.numpy())})"
                 last = manager.latest_checkpoint or "none yet"
                 if config.nan_policy == "stop":
                     raise NonFiniteLossError(
@@ -215,9 +223,11 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
     final = history[-1] if history else {}
     if not any("test_top1" in h for h in history[-1:]):
         final = {**final, **trainer.evaluate(test_ds, config.eval_steps)}
+    save_model(model, os.path.join(write_dir, "model.h5"))
     if chief:
         _write_metrics(metrics_path, history, final)
-        save_model(model, os.path.join(config.model_dir, "model.h5"))
+    else:
+        shutil.rmtree(write_dir, ignore_errors=True)
     return final
 
 
