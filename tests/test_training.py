@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 
 import faq_tf
 from faq_tf.compat import keras, tf
@@ -261,3 +262,20 @@ def test_two_worker_multi_worker_mirrored_run_on_localhost(tmp_path):
     assert metrics["final"]["batch_size"] == 8 and "test_top1" in metrics["final"]
     assert os.path.exists(os.path.join(cfg.model_dir, "checkpoints", "checkpoint"))
     assert os.path.exists(os.path.join(cfg.model_dir, "model.h5"))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+    cfg = _config(tmp_path, epochs=2, steps_per_epoch=2)
+    run(cfg)
+    ckpt_dir = os.path.join(cfg.model_dir, "checkpoints")
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    data = [f for f in os.listdir(ckpt_dir) if f.startswith(os.path.basename(latest)) and ".data" in f][0]
+    with open(os.path.join(ckpt_dir, data), "r+b") as f:
+        f.truncate(100)  # a half-written file
+    caplog.set_level("INFO")
+    absl_logging.set_verbosity(absl_logging.INFO)
+    final = run(dataclass_replace(cfg, epochs=3))
+    text = caplog.text
+    assert f"Checkpoint {latest} is unreadable" in text
+    assert "Resuming from" in text and "(epoch 1, update 0)" in text  # the epoch-1 checkpoint
+    assert final["epoch"] == 2

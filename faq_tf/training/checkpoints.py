@@ -23,7 +23,7 @@ def restore_latest_good(checkpoint: tf.train.Checkpoint, manager: tf.train.Check
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
             return path
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
             logging.error("Checkpoint %s is unreadable (%s); trying the previous one.", path, str(e).splitlines()[0])
     if candidates:
         logging.error(
