@@ -182,7 +182,8 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
                     )
                 logging.warning("Skipped a NaN/Inf update at %s", where)
             position.assign(u + 1)
-            manager.save(check_interval=True)
+            if config.checkpoint_every_steps:
+                manager.save(checkpoint_number=optimizer.iterations, check_interval=True)
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             values = [("loss", float(trainer.train_loss.result())), ("top1", float(trainer.train_top1.result()))]
             if bar is not None:
