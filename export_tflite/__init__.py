@@ -1,5 +1,13 @@
-"""export_tflite: fully integer TFLite export of faq_tf models (converter, verifier, evaluator).
+"""export_tflite: fully integer TFLite export of faq_tf models.
 
-Not implemented yet: see issue 4. The quantizers in `faq_tf.quantizers` are written so
-that the TFLite converter keeps their power-of-two scales.
+* `convert(model, ...) -> bytes`, or `python -m export_tflite --model_dir=DIR --output=m.tflite`
+* `verify(content)`, or `python -m export_tflite.verify model.tflite [--edgetpu] [--json]`
+* `python -m export_tflite.evaluate --tflite=m.tflite --dataset=... [--keras_model=...]`
 """
+
+from export_tflite.converter import ExportError, convert, quantize_float_outputs
+from export_tflite.flatbuffer import TfliteFormatError, read_model
+from export_tflite.verify import Report, verify
+from faq_tf import compat  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+__all__ = ["ExportError", "Report", "TfliteFormatError", "convert", "quantize_float_outputs", "read_model", "verify"]

@@ -27,7 +27,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from typing import Any
 
 from faq_tf.compat import keras, register, tf, tfmot
@@ -42,6 +44,7 @@ __all__ = [
     "control_exponent",
     "weight_exponent",
     "fake_quant",
+    "packed_sub8bit_weights",
     "FixedPointQuantizer",
     "WeightQuantizer",
     "ActivationQuantizer",
@@ -64,6 +67,26 @@ MAX_CONSTANT_BITS = 32
 # step near sigma) so that the grid does not round almost every weight to zero.
 DEFAULT_CLIP_SIGMAS: dict[int, float] = {2: 1.0, 3: 2.15, 4: 4.12}
 _CLIP_SIGMAS_5_AND_ABOVE = 5.0
+
+_STORAGE = threading.local()
+
+
+@contextlib.contextmanager
+def packed_sub8bit_weights(enabled: bool = True):
+    """Within this context, weights below 8 bits trace as b-bit FakeQuant ops.
+
+    The TFLite converter stores those as packed INT4 tensors (half the bytes, but not
+    supported by every runtime, e.g. the Edge TPU). Outside it they trace as a clip to
+    the b-bit range plus an 8-bit FakeQuant with the same step: int8 storage holding only
+    b-bit values. Both compute the same numbers.
+    """
+    previous = getattr(_STORAGE, "packed", False)
+    _STORAGE.packed = enabled
+    try:
+        yield
+    finally:
+        _STORAGE.packed = previous
+
 
 # Smallest step a weight tensor may get (an all-zero tensor has sigma 0).
 _MIN_EXPONENT = -32
@@ -199,6 +222,10 @@ def fake_quant(
     if bits > MAX_BITS or constant:
         return _ste_round_clip(x, step, float(q_min), float(q_max))
     if per_channel:
+        if bits < 8 and not getattr(_STORAGE, "packed", False):
+            x = tf.clip_by_value(x, q_min * step, q_max * step)
+            q_min, q_max = integer_range(8, signed)
+            bits = 8
         channels = x.shape[-1]
         lo = tf.fill([channels], q_min * step)
         hi = tf.fill([channels], q_max * step)

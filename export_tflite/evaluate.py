@@ -1,0 +1,159 @@
+"""Evaluating a .tflite model with the LiteRT interpreter, optionally against its Keras model.
+
+  python -m export_tflite.evaluate --tflite=model.tflite --dataset=fashion_mnist \
+      [--model=small_resnet] [--keras_model=runs/fm/model.h5] [--json=out.json]
+
+Prints top-1 and top-5 on the test split; with the Keras model also top-1 agreement
+and the largest logit difference in output quantization steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+__all__ = ["TfliteRunner", "evaluate_arrays", "compare"]
+
+
+class TfliteRunner:
+    """Runs a .tflite model on float inputs (quantizing them as the model's input says).
+
+    Args:
+      content: .tflite bytes.
+      threads: interpreter threads.
+    """
+
+    def __init__(self, content: bytes, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.interpreter = Interpreter(
+            model_content=content,
+            num_threads=threads,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = int(self.input["shape"][0])
+
+    @property
+    def output_scale(self) -> float:
+        scale = self.output["quantization"][0]
+        return float(scale) if scale else 0.0
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = self.input["dtype"]
+        if dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zero = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Float logits (dequantized) for a batch of float inputs of any size."""
+        expected = tuple(self.input["shape"][1:])
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"inputs have shape {x.shape}, but the model takes (N,) + {expected}")
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"inputs must be numeric, got dtype {x.dtype}")
+        outs = []
+        for start in range(0, len(x), self.batch):
+            chunk = x[start : start + self.batch]
+            pad = self.batch - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            self.interpreter.set_tensor(self.input["index"], self._quantize(chunk))
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.output["index"])
+            if self.output["dtype"] != np.float32:
+                scale, zero = self.output["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            outs.append(y[: len(y) - pad] if pad else y)
+        return np.concatenate(outs)
+
+
+def _topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)) * 100)
+
+
+def evaluate_arrays(runner: TfliteRunner, x: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Top-1/top-5 (%) of the .tflite model on arrays; also returns its logits."""
+    logits = runner(x)
+    result = {"top1": _topk(logits, y, 1), "examples": int(len(y))}
+    if logits.shape[1] > 5:
+        result["top5"] = _topk(logits, y, 5)
+    return result, logits
+
+
+def compare(tflite_logits: np.ndarray, keras_logits: np.ndarray, labels: np.ndarray, output_scale: float) -> dict:
+    """Agreement of the integer model with the Keras model."""
+    diff = np.abs(tflite_logits - keras_logits)
+    steps = diff / output_scale if output_scale else diff
+    return {
+        "keras_top1": _topk(keras_logits, labels, 1),
+        "top1_agreement": float(np.mean(np.argmax(tflite_logits, 1) == np.argmax(keras_logits, 1)) * 100),
+        "max_logit_diff_steps": float(steps.max()),
+        "within_one_step": float(np.mean(steps <= 1.0 + 1e-6) * 100),
+        "output_scale": output_scale,
+    }
+
+
+def _test_arrays(dataset: str, data_dir: str | None, model_name: str, shape, limit: int | None):
+    from faq_tf.data.datasets import get_source, make_input
+    from faq_tf.models import MODELS
+
+    if model_name not in MODELS:
+        raise ValueError(f"Unknown --model {model_name!r}; it selects the preprocessing. Use one of {sorted(MODELS)}")
+    source = get_source(dataset, data_dir)
+    xs, ys = [], []
+    for x, y in make_input(source, "test", 500, shape, MODELS[model_name].preprocess):
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+        if limit and sum(len(a) for a in ys) >= limit:
+            break
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export_tflite.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tflite", required=True)
+    parser.add_argument("--dataset", required=True, help="as for faq-train: fashion_mnist, cifar10, folder:PATH, ...")
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--model", default="small_resnet", help="model name, for its preprocessing")
+    parser.add_argument("--keras_model", default=None, help="the Keras model (.h5/SavedModel) to compare with")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.tflite, "rb") as f:
+            content = f.read()
+        from export_tflite.flatbuffer import read_model
+
+        read_model(content)  # a clear error for damaged files before the interpreter sees them
+        runner = TfliteRunner(content)
+        shape = tuple(int(s) for s in runner.input["shape"][1:])
+        x, y = _test_arrays(args.dataset, args.data_dir, args.model, shape, args.limit)
+        result, logits = evaluate_arrays(runner, x, y)
+        if args.keras_model:
+            import faq_tf
+
+            keras_model = faq_tf.load_model(args.keras_model)
+            result.update(compare(logits, keras_model.predict(x, batch_size=256, verbose=0), y, runner.output_scale))
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

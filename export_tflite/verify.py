@@ -1,0 +1,220 @@
+"""Verifies that a .tflite model is fully integer with FAQ's power-of-two scales.
+
+  python -m export_tflite.verify model.tflite [--edgetpu] [--json] [--sample_data=x.npy]
+
+Reads the flatbuffer itself and reports the op list with versions, every tensor's dtype
+and scale, whether each scale is a power of two (or, for per-channel folded weights, a
+power of two times an 8-bit BN constant), and Edge TPU compatibility by its documented
+rules (int8/uint8 only, static shapes, batch 1, mapped ops within version limits); the
+Edge TPU compiler itself cannot run here, and the report says so. Exits non-zero on any
+violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+
+import numpy as np
+
+from export_tflite.flatbuffer import ModelInfo, TfliteFormatError, read_model
+
+__all__ = ["Report", "verify", "is_power_of_two", "is_pow2_times_int8"]
+
+_INTEGER = {"INT8", "UINT8", "INT32", "INT4", "INT16", "INT64"}
+# Ops the Edge TPU compiler maps, with the highest op version its documentation lists.
+EDGETPU_OPS = {
+    "ADD": 2, "AVERAGE_POOL_2D": 2, "CONCATENATION": 3, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3,
+    "FULLY_CONNECTED": 4, "L2_NORMALIZATION": 2, "LOGISTIC": 2, "MAX_POOL_2D": 2, "MAXIMUM": 2,
+    "MEAN": 2, "MINIMUM": 2, "MUL": 2, "PAD": 2, "PACK": 2, "QUANTIZE": 2, "DEQUANTIZE": 2,
+    "RELU": 2, "RELU6": 2, "RELU_N1_TO_1": 2, "RESHAPE": 1, "RESIZE_BILINEAR": 3,
+    "RESIZE_NEAREST_NEIGHBOR": 3, "SOFTMAX": 2, "SPACE_TO_DEPTH": 2, "SPLIT": 2, "SQUEEZE": 1,
+    "STRIDED_SLICE": 2, "SUB": 2, "SUM": 2, "TANH": 2, "TRANSPOSE": 2, "SLICE": 2, "GATHER": 2,
+}  # fmt: skip
+
+
+def is_power_of_two(scale: float) -> bool:
+    """True if `scale` is exactly 2^k."""
+    if not (scale > 0 and math.isfinite(scale)):
+        return False
+    mantissa, _ = math.frexp(scale)
+    return mantissa == 0.5
+
+
+def is_pow2_times_int8(scale: float, rel_tol: float = 1e-6) -> bool:
+    """True if `scale` = 2^k * m with an integer 1 <= |m| <= 127 (BN folded per channel)."""
+    if not (scale > 0 and math.isfinite(scale)):
+        return False
+    mantissa, exp = math.frexp(scale)  # scale = mantissa * 2^exp, mantissa in [0.5, 1)
+    for bits in range(1, 8):  # m has at most 7 significant bits
+        m = mantissa * 2**bits
+        if abs(m - round(m)) <= rel_tol * m:
+            return True
+    return False
+
+
+@dataclasses.dataclass
+class Report:
+    """The verifier's findings. `violations` empty means the model passed."""
+
+    ops: list[dict]
+    tensors: list[dict]
+    violations: list[str]
+    notes: list[str]
+    level_counts: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self) | {"ok": self.ok}, indent=1)
+
+    def text(self) -> str:
+        lines = ["ops:"]
+        for op in self.ops:
+            lines.append(f"  {op['index']:3d} {op['name']} v{op['version']}")
+        lines.append("tensors (non-constant):")
+        for t in self.tensors:
+            if not t["constant"]:
+                lines.append(f"  {t['name'][:70]:70s} {t['dtype']:8s} scale={t['scale']} pow2={t['scale_ok']}")
+        for name, n in self.level_counts.items():
+            lines.append(f"  levels used by {name}: {n}")
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"VIOLATION: {v}" for v in self.violations]
+        lines.append(
+            "OK: fully integer, power-of-two scales" if self.ok else f"FAILED: {len(self.violations)} violation(s)"
+        )
+        return "\n".join(lines)
+
+
+def _four_bit_tensors(info: ModelInfo) -> list[int]:
+    """Outputs of MINIMUM ops: FAQ's 4-bit activations (a clip to 15 steps, int8 storage)."""
+    return [o for op in info.ops if op.name == "MINIMUM" for o in op.outputs]
+
+
+def _count_levels(content: bytes, tensor_indices: list[int], sample: np.ndarray) -> dict[int, int]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_content=content,
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+    interp.allocate_tensors()
+    seen: dict[int, set] = {i: set() for i in tensor_indices}
+    for x in sample:
+        x = x[None]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interp.invoke()
+        for i in tensor_indices:
+            seen[i].update(np.unique(interp.get_tensor(i)).tolist())
+    return {i: len(v) for i, v in seen.items()}
+
+
+def verify(content: bytes, edgetpu: bool = False, sample_data: np.ndarray | None = None) -> Report:
+    """Checks a .tflite model. See the module docstring for the rules.
+
+    Args:
+      content: the .tflite bytes.
+      edgetpu: also check the Edge TPU rules.
+      sample_data: inputs (float, as the Keras model takes them) to count the integer
+        levels each 4-bit tensor uses.
+
+    Raises:
+      TfliteFormatError: for bytes that are not a .tflite model.
+    """
+    info = read_model(content)
+    violations, notes = [], []
+    io = set(info.inputs) | set(info.outputs)
+    ops = [{"index": o.index, "name": o.name, "version": o.version} for o in info.ops]
+    for op in info.ops:
+        for t in (info.tensors[i] for i in op.inputs + op.outputs if i >= 0):
+            if t.dtype not in _INTEGER and not (t.index in io and op.name in ("QUANTIZE", "DEQUANTIZE")):
+                violations.append(f"float tensor '{t.name}' ({t.dtype}) at op {op.index} {op.name}")
+        if op.name.startswith("CUSTOM") or op.name == "DELEGATE":
+            violations.append(f"op {op.index} {op.name} is not a builtin integer op")
+    tensors = []
+    for t in info.tensors:
+        per_channel = len(t.scales) > 1
+        if t.dtype in ("INT8", "UINT8", "INT4") and t.scales:
+            check = is_pow2_times_int8 if per_channel else is_power_of_two
+            ok = all(check(s) for s in t.scales)
+            if not ok:
+                kind = "power of two times an 8-bit BN constant" if per_channel else "a power of two"
+                bad = [s for s in t.scales if not check(s)][:3]
+                violations.append(f"tensor '{t.name}' scale {bad} is not {kind}")
+        else:
+            ok = None
+        tensors.append(
+            {
+                "index": t.index,
+                "name": t.name,
+                "dtype": t.dtype,
+                "shape": t.shape,
+                "scale": t.scales[0] if len(t.scales) == 1 else (f"{len(t.scales)} per-channel" if t.scales else None),
+                "zero_point": t.zero_points[0] if len(t.zero_points) == 1 else None,
+                "scale_ok": ok,
+                "constant": t.is_constant,
+            }
+        )
+    if info.num_subgraphs != 1:
+        violations.append(f"{info.num_subgraphs} subgraphs (expected 1)")
+    level_counts = {}
+    four = _four_bit_tensors(info)
+    if four and sample_data is not None:
+        for i, n in _count_levels(content, four, sample_data).items():
+            level_counts[info.tensors[i].name] = n
+            if n > 16:
+                violations.append(f"4-bit tensor '{info.tensors[i].name}' holds {n} levels (> 16)")
+    elif four:
+        notes.append(f"{len(four)} 4-bit activation tensors; pass sample data to count their levels")
+    if edgetpu:
+        notes.append("Edge TPU: checked against the documented rules; the Edge TPU compiler was not run")
+        for t in info.tensors:
+            if t.dtype not in ("INT8", "UINT8", "INT32"):
+                violations.append(f"Edge TPU: tensor '{t.name}' has type {t.dtype} (int8/uint8 only; int32 for biases)")
+            if any(s < 0 for s in t.shape_signature):
+                violations.append(f"Edge TPU: tensor '{t.name}' has a dynamic shape {t.shape_signature}")
+        for i in info.inputs:
+            if info.tensors[i].shape[:1] != [1]:
+                violations.append(f"Edge TPU: input batch is {info.tensors[i].shape[:1]}, must be 1")
+        for op in info.ops:
+            limit = EDGETPU_OPS.get(op.name)
+            if limit is None:
+                violations.append(f"Edge TPU: op {op.index} {op.name} is not mapped by the Edge TPU compiler")
+            elif op.version > limit:
+                violations.append(f"Edge TPU: op {op.index} {op.name} v{op.version} exceeds the supported v{limit}")
+    return Report(ops, tensors, violations, notes, level_counts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export_tflite.verify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="the .tflite file")
+    parser.add_argument("--edgetpu", action="store_true", help="also check the Edge TPU rules")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--sample_data", help=".npy of float inputs, to count 4-bit levels")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.model, "rb") as f:
+            content = f.read()
+        sample = np.load(args.sample_data) if args.sample_data else None
+        report = verify(content, args.edgetpu, sample)
+    except (OSError, TfliteFormatError, ValueError) as e:
+        print(f"error: {args.model}: {e}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
