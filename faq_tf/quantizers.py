@@ -37,6 +37,7 @@ from faq_tf.compat import keras, register, tf, tfmot
 __all__ = [
     "MIN_BITS",
     "MAX_BITS",
+    "MIN_EXPONENT",
     "DEFAULT_CLIP_SIGMAS",
     "integer_range",
     "default_clip_sigmas",
@@ -88,8 +89,10 @@ def packed_sub8bit_weights(enabled: bool = True):
         _STORAGE.packed = previous
 
 
-# Smallest step a weight tensor may get (an all-zero tensor has sigma 0).
-_MIN_EXPONENT = -32
+# Smallest l a tensor may get. The TFLite converter widens any range narrower than 1e-6
+# (breaking the power-of-two scale), so ranges are kept above 127 * 2^-24 = 7.6e-6.
+# Only near-dead tensors (or an all-zero weight tensor, sigma 0) ever reach this.
+MIN_EXPONENT = -24
 
 
 def _check_bits(bits: Any, maximum: int = MAX_BITS) -> int:
@@ -139,7 +142,7 @@ def exponent_for_range(y_max: float, bits: int, signed: bool) -> int:
         y_max = 1.0  # A tensor that is always zero: any grid holds it exactly.
     mantissa, exp = math.frexp(y_max)  # y_max = mantissa * 2^exp, mantissa in [0.5, 1)
     p = exp - 1 if mantissa == 0.5 else exp
-    return p - (bits - 1 if signed else bits)
+    return max(p - (bits - 1 if signed else bits), MIN_EXPONENT)
 
 
 def control_exponent(bits: int, signed: bool) -> int:
@@ -178,7 +181,7 @@ def weight_exponent(weights: tf.Tensor, bits: int, clip_sigmas: float) -> tf.Ten
     w = tf.cast(weights, tf.float32)
     _, q_max = integer_range(bits, signed=True)
     delta = clip_sigmas * tf.math.reduce_std(w) / q_max
-    delta = tf.maximum(delta, 2.0**_MIN_EXPONENT)
+    delta = tf.maximum(delta, 2.0**MIN_EXPONENT)
     return tf.stop_gradient(_ceil_log2(delta))
 
 

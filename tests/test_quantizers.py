@@ -206,3 +206,10 @@ def test_bad_arguments():
         FaqQuantizeConfig({"kernel": "not a quantizer"})
     with pytest.raises(TypeError, match="BatchNormalization"):
         Q.BatchNormMultiplierQuantizer().build((2,), "gamma", keras.layers.Dense(2))
+
+
+def test_tiny_ranges_are_clamped_for_the_converter():
+    # the TFLite converter widens ranges under 1e-6, which would break power-of-two scales
+    assert Q.exponent_for_range(1e-12, 8, signed=False) == Q.MIN_EXPONENT
+    assert float(Q.weight_exponent(tf.zeros([3, 3]), 8, 5.0)) == Q.MIN_EXPONENT
+    assert 127 * 2.0**Q.MIN_EXPONENT > 1e-6
