@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import faq_tf
-from export_tflite import convert, quantize_float_outputs, verify
+from export_tflite import ExportError, convert, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner, compare
 from faq_tf.compat import keras
 
@@ -39,14 +39,21 @@ def main() -> None:
         for precision in ("w8a8", "w4a4"):
             start = time.perf_counter()
             qat = faq_tf.quantize_model(model, precision, calib, batch_size=8, verbose=False)
-            content = convert(qat, representative_data=calib)
+            row = {"model": name, "precision": precision, "input": size}
+            try:
+                content = convert(qat, representative_data=calib)
+            except ExportError as e:  # reported in the table, not hidden
+                row.update(fully_integer=False, error=str(e).splitlines()[0][:300])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                continue
             reference = quantize_float_outputs(qat, calib)
             runner = TfliteRunner(content)
             result = compare(
                 runner(test), reference.predict(test, verbose=0), np.zeros(len(test), int), runner.output_scale
             )
             result.pop("keras_top1")
-            row = {"model": name, "precision": precision, "input": size, **result}
+            row.update(result)
             row["fully_integer"] = verify(content).ok
             row["seconds"] = round(time.perf_counter() - start, 1)
             rows.append(row)
@@ -60,6 +67,9 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | {r['precision']} | - | - | - | no: {r['error'][:150]} |")
+            continue
         print(
             f"| {r['model']} | {r['precision']} | {r['within_one_step']:.2f} | {r['max_logit_diff_steps']:.0f} | "
             f"{r['top1_agreement']:.1f} | {r['fully_integer']} |"
