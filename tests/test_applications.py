@@ -36,6 +36,7 @@ FULL = [
     ("DenseNet121", "w4a4"),
 ]
 
+
 def _app(name):
     size = APPS[name]
     return getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10)
