@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import faq_tf
-from export_tflite import convert, quantize_float_outputs
+from export_tflite import convert, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner, compare, evaluate_arrays
 from faq_tf.compat import tf
 from faq_tf.data.datasets import get_source, make_input
@@ -29,6 +29,100 @@ def _arrays(ds):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def measure(
+    runs: str,
+    out: str,
+    precisions: tuple[str, ...] = ("w8a8", "w4a4"),
+    latency_rounds: int = 20,
+    latency_runs: int = 50,
+    log=print,
+    data_dir: str | None = None,
+) -> dict:
+    """Exports, verifies, evaluates and times the faq-train runs under `runs`.
+
+    Args:
+      runs: a folder with fp32/model.h5 and PRECISION/model.h5 for each precision.
+      out: where the .tflite files and export_fidelity.json go.
+      precisions: the FAQ runs to export (4-bit ones also get a --pack_int4 variant).
+      latency_rounds, latency_runs: batch-1 timing, interleaved rounds of N invocations.
+      log: progress messages.
+      data_dir: the Fashion-MNIST folder (default: Debian's, else TFDS).
+
+    Returns:
+      One row per model: Keras and TFLite top-1, agreement, size and latency vs fp32.
+    """
+    os.makedirs(out, exist_ok=True)
+    source = get_source("fashion_mnist", data_dir)
+    pre = MODELS["small_resnet"].preprocess
+    x_test, y_test = _arrays(make_input(source, "test", 500, (28, 28, 1), pre))
+    rep = make_input(source, "train", 128, (28, 28, 1), pre).map(lambda x, y: x).take(5)
+
+    fp32 = faq_tf.load_model(os.path.join(runs, "fp32", "model.h5"))
+    files = {"fp32": tf.lite.TFLiteConverter.from_keras_model(fp32).convert()}
+    rows = {"fp32": {"keras_top1": float(np.mean(fp32.predict(x_test, 500, verbose=0).argmax(1) == y_test) * 100)}}
+    for precision in precisions:
+        qat = faq_tf.load_model(os.path.join(runs, precision, "model.h5"))
+        low_bit = precision != "w8a8"
+        variants = {precision: False, f"{precision}+int4": True} if low_bit else {precision: False}
+        faq_tf.snap_to_accumulator_grid(qat)  # what faq-train does before saving (older runs may predate it)
+        reference = quantize_float_outputs(qat, rep)
+        keras_logits = reference.predict(x_test, 500, verbose=0)
+        qat_top1 = float(np.mean(qat.predict(x_test, 500, verbose=0).argmax(1) == y_test) * 100)
+        for name, pack in variants.items():
+            log(f"[export] {name}: converting, verifying, evaluating {len(x_test)} test images with LiteRT")
+            content = convert(qat, representative_data=rep, pack_int4=pack)
+            report = verify(content, edgetpu=not pack, sample_data=x_test[:16])
+            files[name] = content
+            runner = TfliteRunner(content)
+            result, logits = evaluate_arrays(runner, x_test, y_test)
+            result.update(compare(logits, keras_logits, y_test, runner.output_scale))
+            result["keras_top1_float_logits"] = qat_top1
+            result["verified"] = report.ok
+            result["edgetpu_rules"] = "checked" if not pack else "not applicable (INT4)"
+            rows[name] = result
+    for name, content in files.items():
+        path = os.path.join(out, f"{name}.tflite")
+        with open(path, "wb") as f:
+            f.write(content)
+        rows[name]["file"] = path
+        rows[name]["bytes"] = len(content)
+        rows[name]["size_vs_fp32"] = round(len(content) / len(files["fp32"]), 3)
+
+    log(f"[export] timing batch-1, 1-thread inference: {latency_rounds} interleaved rounds")
+    runners = {name: TfliteRunner(content, threads=1) for name, content in files.items()}
+    one = x_test[:1]
+    times = {name: [] for name in runners}
+    for _ in range(latency_rounds):  # interleaved, so noise hits every model alike
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            for _ in range(latency_runs):
+                runner(one)
+            times[name].append((time.perf_counter() - start) / latency_runs)
+    base = statistics.median(times["fp32"])
+    for name in runners:
+        rows[name]["latency_ms"] = round(statistics.median(times[name]) * 1000, 4)
+        rows[name]["latency_vs_fp32"] = round(statistics.median(times[name]) / base, 3)
+    with open(os.path.join(out, "export_fidelity.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    return rows
+
+
+def markdown(rows: dict) -> str:
+    """The rows of `measure` as a Markdown table."""
+    lines = [
+        "| model | Keras top-1 | TFLite top-1 | top-1 agreement | logits within 1 step | max diff (steps) "
+        "| size vs fp32 | latency vs fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r.get('keras_top1', '-'):.2f} | {r.get('top1', r['keras_top1']):.2f} | "
+            f"{r.get('top1_agreement', 100.0):.2f} | {r.get('within_one_step', 100.0):.2f} | "
+            f"{r.get('max_logit_diff_steps', 0):.0f} | {r['size_vs_fp32']} | {r['latency_vs_fp32']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", default="runs/fashion_mnist")
@@ -36,62 +130,9 @@ def main() -> None:
     parser.add_argument("--latency_rounds", type=int, default=20)
     parser.add_argument("--latency_runs", type=int, default=50)
     args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    source = get_source("fashion_mnist")
-    pre = MODELS["small_resnet"].preprocess
-    x_test, y_test = _arrays(make_input(source, "test", 500, (28, 28, 1), pre))
-    rep = make_input(source, "train", 128, (28, 28, 1), pre).map(lambda x, y: x).take(5)
-
-    fp32 = faq_tf.load_model(os.path.join(args.runs, "fp32", "model.h5"))
-    files = {"fp32": tf.lite.TFLiteConverter.from_keras_model(fp32).convert()}
-    rows = {"fp32": {"keras_top1": float(np.mean(fp32.predict(x_test, 500, verbose=0).argmax(1) == y_test) * 100)}}
-    for precision in ("w8a8", "w4a4"):
-        qat = faq_tf.load_model(os.path.join(args.runs, precision, "model.h5"))
-        variants = {precision: False} if precision == "w8a8" else {precision: False, f"{precision}+int4": True}
-        reference = quantize_float_outputs(qat, rep)
-        keras_logits = reference.predict(x_test, 500, verbose=0)
-        qat_top1 = float(np.mean(qat.predict(x_test, 500, verbose=0).argmax(1) == y_test) * 100)
-        for name, pack in variants.items():
-            content = convert(qat, representative_data=rep, pack_int4=pack)
-            files[name] = content
-            runner = TfliteRunner(content)
-            result, logits = evaluate_arrays(runner, x_test, y_test)
-            result.update(compare(logits, keras_logits, y_test, runner.output_scale))
-            result["keras_top1_float_logits"] = qat_top1
-            rows[name] = result
-    for name, content in files.items():
-        path = os.path.join(args.out, f"{name}.tflite")
-        with open(path, "wb") as f:
-            f.write(content)
-        rows[name]["bytes"] = len(content)
-        rows[name]["size_vs_fp32"] = round(len(content) / len(files["fp32"]), 3)
-
-    runners = {name: TfliteRunner(content, threads=1) for name, content in files.items()}
-    one = x_test[:1]
-    times = {name: [] for name in runners}
-    for _ in range(args.latency_rounds):  # interleaved, so noise hits every model alike
-        for name, runner in runners.items():
-            start = time.perf_counter()
-            for _ in range(args.latency_runs):
-                runner(one)
-            times[name].append((time.perf_counter() - start) / args.latency_runs)
-    base = statistics.median(times["fp32"])
-    for name in runners:
-        rows[name]["latency_ms"] = round(statistics.median(times[name]) * 1000, 4)
-        rows[name]["latency_vs_fp32"] = round(statistics.median(times[name]) / base, 3)
-    with open(os.path.join(args.out, "export_fidelity.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    rows = measure(args.runs, args.out, latency_rounds=args.latency_rounds, latency_runs=args.latency_runs)
     print(json.dumps(rows, indent=1))
-    print(
-        "\n| model | Keras top-1 | TFLite top-1 | top-1 agreement | logits within 1 step | max diff (steps) "
-        "| size vs fp32 | latency vs fp32 |\n|---|---|---|---|---|---|---|---|"
-    )
-    for name, r in rows.items():
-        print(
-            f"| {name} | {r.get('keras_top1', '-'):.2f} | {r.get('top1', r['keras_top1']):.2f} | "
-            f"{r.get('top1_agreement', 100.0):.2f} | {r.get('within_one_step', 100.0):.2f} | "
-            f"{r.get('max_logit_diff_steps', 0):.0f} | {r['size_vs_fp32']} | {r['latency_vs_fp32']} |"
-        )
+    print("\n" + markdown(rows))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 
 from export_tflite.verify import Report, verify
 from faq_tf import calibration, graph, introspect
+from faq_tf.accumulator import snap_to_accumulator_grid
 from faq_tf.compat import keras, tf, tfmot
 from faq_tf.layers import QuantizeInput
 from faq_tf.quantize import quantize_scope
@@ -117,6 +118,7 @@ def convert(
     representative_data=None,
     check: bool = True,
     pack_int4: bool = False,
+    snap_biases: bool = True,
 ) -> bytes:
     """Converts a faq_tf QAT model to a fully integer .tflite model.
 
@@ -129,6 +131,10 @@ def convert(
       check: run the verifier and raise if the result is not fully integer.
       pack_int4: store 4-bit (and lower) conv/dense weights as packed INT4 tensors (about
         half the size; not for the Edge TPU). Default: int8 storage of the 4-bit values.
+      snap_biases: first move `model`'s biases and BN offsets onto the int32 accumulator
+        grid, in place (`faq_tf.accumulator`); without it the converter rounds them and a
+        few activations differ by a step from the Keras model. A no-op for models saved
+        by faq-train, which snaps before saving.
 
     Returns:
       The .tflite bytes.
@@ -146,6 +152,8 @@ def convert(
             f"Model '{model.name}' has no faq_tf quantizers: quantize it with faq_tf.quantize_model first "
             "(the exporter does not do post-training quantization)."
         )
+    if snap_biases:
+        snap_to_accumulator_grid(model)
     model = quantize_float_outputs(model, representative_data)
     shape = [batch_size, *model.input_shape[1:]]
     fn = tf.function(lambda x: model(x, training=False))

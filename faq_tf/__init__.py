@@ -13,6 +13,7 @@ rewriting) and `faq_tf.quantize` (the public entry point).
 """
 
 from faq_tf import compat  # noqa: F401  (must run before TensorFlow is imported)
+from faq_tf.accumulator import snap_to_accumulator_grid
 from faq_tf.calibration import CalibrationError
 from faq_tf.introspect import precision_summary, quantized_tensors
 from faq_tf.policy import Precision, parse_precision
@@ -32,4 +33,5 @@ __all__ = [
     "quantize_scope",
     "quantized_tensors",
     "save_model",
+    "snap_to_accumulator_grid",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from faq_tf.compat import keras, tf, tfmot
+from faq_tf.configs import FaqQuantizeConfig
 from faq_tf.layers import QuantizeInput
 from faq_tf.quantizers import (
     ActivationQuantizer,
@@ -17,6 +18,7 @@ from faq_tf.quantizers import (
 __all__ = [
     "QuantizedTensor",
     "quantized_tensors",
+    "quantized_tensors_of",
     "initialize_weight_exponents",
     "precision_summary",
 ]
@@ -67,26 +69,30 @@ def _exponent_vars(layer) -> dict[str, tf.Variable]:
     return found
 
 
+def quantized_tensors_of(layer) -> list[QuantizedTensor]:
+    """Lists the quantized tensors of one layer of a faq_tf QAT model (empty for float layers)."""
+    result = []
+    if isinstance(layer, _QuantizeLayer) and layer.quantizer is not None:
+        var = _exponent_vars(layer).get(layer.name)
+        result.append(QuantizedTensor(layer.name, "input", layer.quantizer, var))
+    elif isinstance(layer, _Wrapper) and isinstance(layer.quantize_config, FaqQuantizeConfig):
+        vars_ = _exponent_vars(layer)
+        inner = layer.layer
+        cfg = layer.quantize_config
+        # The wrapper swaps the layer's attributes for quantized tensors, so find
+        # the float variables by name among the wrapper's weights.
+        by_name = {_short(v): v for v in layer.weights}
+        for attr, q in cfg.weight_quantizers.items():
+            if attr in by_name:
+                result.append(QuantizedTensor(inner.name, attr, q, vars_.get(attr), by_name[attr]))
+        for q in cfg.get_output_quantizers(inner):
+            result.append(QuantizedTensor(inner.name, "output", q, vars_.get("output")))
+    return result
+
+
 def quantized_tensors(model: keras.Model) -> list[QuantizedTensor]:
     """Lists every quantized tensor of a QAT model built by faq_tf, in layer order."""
-    result = []
-    for layer in model.layers:
-        if isinstance(layer, _QuantizeLayer) and layer.quantizer is not None:
-            var = _exponent_vars(layer).get(layer.name)
-            result.append(QuantizedTensor(layer.name, "input", layer.quantizer, var))
-        elif isinstance(layer, _Wrapper):
-            vars_ = _exponent_vars(layer)
-            inner = layer.layer
-            cfg = layer.quantize_config
-            # The wrapper swaps the layer's attributes for quantized tensors, so find
-            # the float variables by name among the wrapper's weights.
-            by_name = {_short(v): v for v in layer.weights}
-            for attr, q in cfg.weight_quantizers.items():
-                if attr in by_name:
-                    result.append(QuantizedTensor(inner.name, attr, q, vars_.get(attr), by_name[attr]))
-            for q in cfg.get_output_quantizers(inner):
-                result.append(QuantizedTensor(inner.name, "output", q, vars_.get("output")))
-    return result
+    return [qt for layer in model.layers for qt in quantized_tensors_of(layer)]
 
 
 def initialize_weight_exponents(model: keras.Model) -> None:

@@ -30,7 +30,11 @@ def define_flags() -> None:
     flags.DEFINE_string("data_dir", None, "Data folder (IDX files, TFDS data dir, ImageNet manual dir).")
     flags.DEFINE_integer("batch_size", d.batch_size, "Global real batch size (summed over replicas).")
     # quantization
-    flags.DEFINE_string("precision", d.precision, "fp32 | w8a8 | w4a4 | w<b>a<b> (custom; see --layer_overrides).")
+    flags.DEFINE_string(
+        "precision",
+        d.precision,
+        "fp32 | w8a8 | w4a4 | w<b>a<b> (custom; see --layer_overrides) | tfmot_int8 | tfmot_w4a4 (baselines).",
+    )
     flags.DEFINE_list("layer_overrides", [], "Per-layer overrides NAME_OR_REGEX=SPEC, e.g. conv1=w8,fc=a8.")
     flags.DEFINE_bool("calibrate", d.calibrate, "Calibrate activation ranges (False: the random-init control).")
     flags.DEFINE_integer("calibration_batches", d.calibration_batches, "Batches of training data for calibration.")

@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from faq_tf.baselines import is_tfmot_baseline
 from faq_tf.calibration import DEFAULT_BATCHES, DEFAULT_PERCENTILE_8BIT, DEFAULT_PERCENTILE_LOW_BIT, check_percentile
 from faq_tf.policy import parse_override, parse_precision
 from faq_tf.training.schedules import BatchSchedule, LearningRateSchedule
@@ -71,7 +72,8 @@ class TrainConfig:
         positive_int("image_size", self.image_size, allow_none=True)
         if self.checkpoint_every_steps < 0:
             raise ValueError(f"checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
-        parse_precision(self.precision)
+        if not is_tfmot_baseline(self.precision):
+            parse_precision(self.precision)
         for _, spec in self.layer_overrides:
             parse_override(spec)
         check_percentile(self.calibration_percentile)

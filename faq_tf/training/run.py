@@ -19,6 +19,8 @@ import time
 
 from absl import logging
 
+from faq_tf.accumulator import snap_to_accumulator_grid
+from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
 from faq_tf.data.datasets import get_source, make_input
 from faq_tf.models import build_model
@@ -95,7 +97,9 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
     with strategy.scope():
         model, spec = build_model(config.model, source.num_classes, config.pretrained, config.image_size)
         input_shape = tuple(model.input_shape[1:])
-        if config.precision != "fp32":
+        if is_tfmot_baseline(config.precision):  # benchmarks only: tfmot's own QAT
+            model = tfmot_quantize(model, config.precision)
+        elif config.precision != "fp32":
             model = quantize_model(
                 model,
                 config.precision,
@@ -222,7 +226,12 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
             _write_metrics(metrics_path, history)
 
     final = history[-1] if history else {}
-    if not any("test_top1" in h for h in history[-1:]):
+    # Biases onto the int32 accumulator grid, so the saved model computes what the
+    # exported integer model does (moves are at most half an accumulator step).
+    snapped = snap_to_accumulator_grid(model)
+    if snapped.moved:
+        logging.info("snapped %d bias values in %d layers to the accumulator grid", snapped.moved, len(snapped.layers))
+    if snapped.moved or not any("test_top1" in h for h in history[-1:]):
         final = {**final, **trainer.evaluate(test_ds, config.eval_steps)}
     save_model(model, os.path.join(write_dir, "model.h5"))
     if chief:

@@ -1,0 +1,189 @@
+"""Putting biases on the integer accumulator grid, so Keras computes what the integer model does.
+
+An integer runtime adds a layer's bias to its int32 accumulator, so the bias is stored in
+units of the accumulator's scale, s_in * s_w (times the BN multiplier m_c where a
+BatchNormalization is folded into the conv). The TFLite converter rounds each bias to
+that grid. A bias trained on a finer grid (faq_tf's 32-bit biases use 2^-16) then moves
+by up to half an accumulator step on export, and a few activations near a rounding
+boundary land one step off in the integer model.
+
+`snap_to_accumulator_grid(model)` moves every folded bias onto its grid in the Keras
+model itself: conv/dense biases, and the offset beta - mean * m_c (+ conv bias * m_c) of a
+BatchNormalization that follows a conv. Each value moves by at most half an accumulator
+step (typically 2^-13 against an activation step of 2^-6), so accuracy does not change
+measurably, and afterwards the Keras model and the integer model round the same numbers.
+`faq-train` applies it before its final evaluation and save; `export_tflite.convert`
+applies it before converting.
+
+Example:
+
+  >>> report = snap_to_accumulator_grid(qat_model)
+  >>> report.moved, report.max_shift_steps
+  (412, 0.5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from faq_tf import graph, introspect
+from faq_tf.compat import keras, tfmot
+from faq_tf.layers import QuantizeInput
+from faq_tf.quantizers import BatchNormMultiplierQuantizer, FixedExponentQuantizer, WeightQuantizer
+
+__all__ = ["SnapReport", "snap_to_accumulator_grid"]
+
+_Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
+_WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+
+@dataclasses.dataclass
+class SnapReport:
+    """What `snap_to_accumulator_grid` changed.
+
+    Attributes:
+      layers: names of the layers whose bias or BN offset was snapped.
+      moved: number of values that changed.
+      max_shift_steps: the largest change, in accumulator steps (at most 0.5).
+    """
+
+    layers: list[str] = dataclasses.field(default_factory=list)
+    moved: int = 0
+    max_shift_steps: float = 0.0
+
+
+def _input_exponent(g: graph.Graph, name: str) -> int | None:
+    """l of the quantized tensor feeding layer `name` (walking back through pass-through layers)."""
+    seen = set()
+    while True:
+        producers = g.producers[name]
+        if len(producers) != 1 or producers[0] in seen:
+            return None
+        name = producers[0]
+        seen.add(name)
+        layer = g.layers[name]
+        if isinstance(layer, QuantizeInput):
+            found = [qt for qt in introspect.quantized_tensors_of(layer) if qt.tensor == "input"]
+            return found[0].exponent if found else None
+        if isinstance(layer, _Wrapper):
+            outs = [qt for qt in introspect.quantized_tensors_of(layer) if qt.tensor == "output"]
+            if outs:
+                return outs[0].exponent
+            inner = layer.layer
+        else:
+            inner = layer
+        passthrough = (
+            keras.layers.MaxPooling2D,
+            keras.layers.ZeroPadding2D,
+            keras.layers.Flatten,
+            keras.layers.Reshape,
+            keras.layers.Dropout,
+            keras.layers.InputLayer,
+        )
+        if not isinstance(inner, passthrough):
+            return None
+
+
+def _by_attr(layer) -> dict:
+    return {qt.tensor: qt for qt in introspect.quantized_tensors_of(layer)}
+
+
+def _q(x: np.ndarray, step: float, q_max: float) -> np.ndarray:
+    """Q with round-half-up, as the Keras quantizers compute it (float32)."""
+    x = np.clip(x.astype(np.float32), np.float32(-q_max * step), np.float32(q_max * step))
+    return (np.floor(x / np.float32(step) + np.float32(0.5)) * np.float32(step)).astype(np.float32)
+
+
+def _bias_step(bias_qt) -> tuple[float, float] | None:
+    q = bias_qt.quantizer if bias_qt is not None else None
+    if isinstance(q, FixedExponentQuantizer):
+        return 2.0**q.exponent, 2.0 ** (q.bits - 1) - 1
+    return None
+
+
+def snap_to_accumulator_grid(model: keras.Model) -> SnapReport:
+    """Moves every foldable bias of a faq_tf QAT model onto its int32 accumulator grid.
+
+    Args:
+      model: a QAT model from `faq_tf.quantize_model` (calibrated, or loaded from disk).
+        Its weights are changed in place.
+
+    Returns:
+      A `SnapReport`; `moved == 0` when the model was already on the grid.
+    """
+    g = graph.model_graph(model)
+    report = SnapReport()
+    for name, layer in g.layers.items():
+        if not isinstance(layer, _Wrapper) or not isinstance(layer.layer, _WEIGHT_LAYERS):
+            continue
+        tensors = _by_attr(layer)
+        kernel = next((qt for qt in tensors.values() if isinstance(qt.quantizer, WeightQuantizer)), None)
+        l_in = _input_exponent(g, name)
+        if kernel is None or kernel.exponent is None or l_in is None:
+            continue
+        step = 2.0 ** (l_in + kernel.exponent)
+        consumers = g.consumers[name]
+        bn_layer = g.layers[consumers[0]] if len(consumers) == 1 else None
+        if (
+            isinstance(bn_layer, _Wrapper)
+            and isinstance(bn_layer.layer, keras.layers.BatchNormalization)
+            and isinstance(layer.layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+        ):
+            moved, shift = _snap_batch_norm(bn_layer, layer, tensors.get("bias"), step)
+            target = bn_layer.layer.name
+        else:
+            moved, shift = _snap_bias(layer, tensors.get("bias"), step)
+            target = layer.layer.name
+        if moved:
+            report.layers.append(target)
+            report.moved += moved
+            report.max_shift_steps = max(report.max_shift_steps, shift)
+    return report
+
+
+def _snap_bias(layer, bias_qt, step: float) -> tuple[int, float]:
+    grid = _bias_step(bias_qt)
+    if bias_qt is None or grid is None or step <= grid[0]:
+        return 0, 0.0  # the trained grid is already a refinement of... a multiple of the step
+    b = _q(bias_qt.weight.numpy(), *grid)
+    snapped = _q(b, step, 2.0**31 - 1)
+    return _assign(bias_qt.weight, b, snapped, step)
+
+
+def _snap_batch_norm(bn_layer, conv_layer, conv_bias_qt, step: float) -> tuple[int, float]:
+    bn = bn_layer.layer
+    tensors = _by_attr(bn_layer)
+    gamma_qt, beta_qt = tensors.get("gamma"), tensors.get("beta")
+    if gamma_qt is None or beta_qt is None or not isinstance(gamma_qt.quantizer, BatchNormMultiplierQuantizer):
+        return 0, 0.0
+    beta_grid = _bias_step(beta_qt)
+    if beta_grid is None:
+        return 0, 0.0
+    sd = np.sqrt(bn.moving_variance.numpy().astype(np.float32) + np.float32(bn.epsilon))
+    mq = gamma_qt.quantizer
+    m = _q(gamma_qt.weight.numpy() / sd, 2.0**mq.exponent, 2.0 ** (mq.bits - 1) - 1)
+    mean = bn.moving_mean.numpy().astype(np.float32)
+    conv_bias = np.zeros_like(mean)
+    if conv_bias_qt is not None and _bias_step(conv_bias_qt) is not None:
+        conv_bias = _q(conv_bias_qt.weight.numpy(), *_bias_step(conv_bias_qt))
+    beta = _q(beta_qt.weight.numpy(), *beta_grid)
+    lead = (conv_bias - mean) * m
+    total = beta + lead
+    steps = np.float32(step) * np.abs(m)
+    live = steps > 0
+    snapped_total = np.where(live, np.floor(total / np.where(live, steps, 1) + 0.5) * steps, total)
+    new_beta = np.where(live, _q(snapped_total - lead, *beta_grid), beta).astype(np.float32)
+    if not np.any(new_beta != beta):
+        return 0, 0.0
+    shift = np.abs((new_beta + lead) - total) / np.where(live, steps, 1)
+    beta_qt.weight.assign(new_beta)
+    return int(np.sum(new_beta != beta)), float(np.max(shift))
+
+
+def _assign(var, old: np.ndarray, new: np.ndarray, step: float) -> tuple[int, float]:
+    changed = int(np.sum(new != old))
+    if changed:
+        var.assign(new.astype(var.dtype.as_numpy_dtype))
+    return changed, float(np.max(np.abs(new - old)) / step) if changed else 0.0
