@@ -1,6 +1,7 @@
 # faq_tf: one entry point for setting up, testing and running.
 #   make test    create .venv (if needed), install faq_tf, run ruff and the test suite
-#   make demo    the Fashion-MNIST FAQ demo (quantization-core stage: accuracy after calibration)
+#   make demo    the main job: FAQ w8a8 + w4a4 on Fashion-MNIST, integer export, LiteRT evaluation
+#   make bench   the side-by-side benchmark suite (FAQ vs fp32 controls, PTQ, tfmot QAT)
 #   make apps    quantize every named keras.applications model under w8a8 and w4a4
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo apps lint data clean
+.PHONY: test demo bench apps lint data clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +21,9 @@ data:
 	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
-	    (sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist); \
-	  else echo "Install Fashion-MNIST IDX files and pass their folder with --data_dir"; fi; \
+	    (sudo -n apt-get update -qq && sudo -n apt-get install -y -qq dataset-fashion-mnist) || \
+	    echo "apt-get unavailable: faq_tf falls back to TFDS (downloads Fashion-MNIST once)"; \
+	  else echo "no apt-get: faq_tf falls back to TFDS (downloads Fashion-MNIST once)"; fi; \
 	fi
 
 lint: $(STAMP)
@@ -32,7 +34,10 @@ test: $(STAMP) lint
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP) data
-	$(PY) benchmarks/core_accuracy.py --out runs/core_accuracy
+	$(PY) benchmarks/demo.py --out runs/demo
+
+bench: $(STAMP) data
+	$(PY) benchmarks/suite.py --out runs/bench
 
 apps: $(STAMP)
 	$(PY) scripts/check_applications.py --out runs/applications.json
