@@ -20,6 +20,7 @@ setup(
         "numpy>=1.23,<3",
         "ai-edge-litert>=1.2,<3",
         "tensorboard>=2.16,<3",
+        "matplotlib>=3.5",  # benchmark and diagnostics plots
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
     entry_points={"console_scripts": ["faq-train=faq_tf.train:cli"]},

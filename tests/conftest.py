@@ -5,6 +5,7 @@ import pytest
 
 import faq_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from faq_tf.compat import keras, tf
+from faq_tf.training import TrainConfig
 
 # Two logical CPUs, so MirroredStrategy can be tested on this 2-core machine.
 _cpu = tf.config.list_physical_devices("CPU")[0]
@@ -46,3 +47,38 @@ def model():
 @pytest.fixture
 def images():
     return np.random.RandomState(1).rand(64, 16, 16, 3).astype("float32")
+
+
+def tiny_run_config(tmp_path, **kw):
+    """A few-second faq-train run: small_resnet at 28x28 on a 3-class image folder."""
+    base = dict(
+        model="small_resnet",
+        dataset=f"folder:{image_folder(tmp_path)}",
+        precision="w8a8",
+        batch_size=8,
+        epochs=2,
+        steps_per_epoch=4,
+        lr=0.01,
+        lr_schedule="exp",
+        lr_final=0.001,
+        model_dir=str(tmp_path / "run"),
+        image_size=28,
+        calibration_batches=2,
+        deterministic=True,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def image_folder(tmp_path, classes=3, per_class=16, size=(20, 24)):
+    """Writes (once) a folder:PATH dataset of random PNGs under tmp_path/images."""
+    root = tmp_path / "images"
+    if root.exists():
+        return root
+    rng = np.random.RandomState(0)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True)
+        for i in range(per_class):
+            img = (rng.rand(*size, 3) * 80 + 60 * c).astype("uint8")
+            (root / f"class_{c}" / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+    return root

@@ -1,7 +1,10 @@
-"""Every flagfile in flags/ runs one step of faq-train on tiny data (TFDS mock_data).
+"""Every flagfile in flags/ parses into a valid config, and each distinct setup runs one step.
 
-Epochs, steps, input size, batch and pretrained weights are overridden; everything else
-(precision, schedules, weight decay, calibration) comes from the flagfile.
+A "setup" is what changes the code path: model family, dataset, precision, calibration,
+batch schedule or not, learning-rate schedule kind. One flagfile per setup runs one step of
+faq-train on tiny data (TFDS mock_data); flagfiles that differ only in numbers (epochs,
+rates, batch sizes) are covered by the parse/validation test. Epochs, steps, input size,
+batch and pretrained weights are overridden; everything else comes from the flagfile.
 """
 
 import dataclasses
@@ -95,7 +98,36 @@ def _tiny(config, tmp_path):
     )
 
 
+# Same builder, more blocks: one step of the smaller one exercises the same code.
+_FAMILY = {"resnet34": "resnet18", "ResNet152": "ResNet50"}
+
+
+def _setup(config):
+    return (
+        _FAMILY.get(config.model, config.model),
+        config.dataset,
+        config.precision,
+        config.calibrate,
+        bool(config.batch_schedule),
+        config.lr_schedule,
+    )
+
+
+def _one_per_setup(paths):
+    chosen = {}
+    for path in paths:
+        chosen.setdefault(_setup(_parse(path)), path)
+    return sorted(chosen.values())
+
+
 @pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: os.path.relpath(p, REPO))
+def test_every_flagfile_is_a_valid_config(path):
+    config = _parse(path)  # TrainConfig validates precision, overrides, schedules, percentiles
+    assert config.epochs >= 1 and config.model_dir
+    assert config.lr_schedule_fn()(config.epochs - 1) > 0
+
+
+@pytest.mark.parametrize("path", _one_per_setup(FLAGFILES), ids=lambda p: os.path.relpath(p, REPO))
 def test_flagfile_runs_one_step(path, tmp_path):
     config = _tiny(_parse(path), tmp_path)
     with tfds.testing.mock_data(num_examples=8):

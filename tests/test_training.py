@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 from absl import logging as absl_logging
 
 import faq_tf
+from conftest import image_folder as _image_folder
+from conftest import tiny_run_config as _config
 from faq_tf.compat import keras, tf
 from faq_tf.training import TrainConfig, Trainer, run
 
@@ -95,39 +98,6 @@ def test_nan_gradients_are_never_applied(tmp_path):
         np.testing.assert_array_equal(a, b.numpy())
 
 
-def _config(tmp_path, **kw):
-    base = dict(
-        model="small_resnet",
-        dataset=f"folder:{_image_folder(tmp_path)}",
-        precision="w8a8",
-        batch_size=8,
-        epochs=2,
-        steps_per_epoch=4,
-        lr=0.01,
-        lr_schedule="exp",
-        lr_final=0.001,
-        model_dir=str(tmp_path / "run"),
-        image_size=28,
-        calibration_batches=2,
-        deterministic=True,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def _image_folder(tmp_path, classes=3, per_class=16, size=(20, 24)):
-    root = tmp_path / "images"
-    if root.exists():
-        return root
-    rng = np.random.RandomState(0)
-    for c in range(classes):
-        (root / f"class_{c}").mkdir(parents=True)
-        for i in range(per_class):
-            img = (rng.rand(*size, 3) * 80 + 60 * c).astype("uint8")
-            (root / f"class_{c}" / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
-    return root
-
-
 def test_image_folder_dataset_trains_and_writes_outputs(tmp_path):
     final = run(_config(tmp_path, epochs=1, steps_per_epoch=2))
     out = tmp_path / "run"
@@ -149,7 +119,7 @@ def _train_cmd(cfg: TrainConfig):
         f"--lr={cfg.lr}", f"--lr_schedule={cfg.lr_schedule}", f"--lr_final={cfg.lr_final}",
         f"--model_dir={cfg.model_dir}", f"--image_size={cfg.image_size}",
         f"--calibration_batches={cfg.calibration_batches}", "--deterministic",
-        f"--checkpoint_every_steps={cfg.checkpoint_every_steps}",
+        f"--checkpoint_every_steps={cfg.checkpoint_every_steps}", f"--batch_schedule={cfg.batch_schedule}",
     ]  # fmt: skip
 
 
@@ -157,29 +127,46 @@ def _final_weights(model_dir):
     return [w for w in faq_tf.load_model(os.path.join(model_dir, "model.h5")).get_weights()]
 
 
+def _latest_checkpoint_number(model_dir):
+    index = os.path.join(model_dir, "checkpoints", "checkpoint")
+    try:
+        with open(index) as f:
+            first = f.readline()
+    except OSError:
+        return 0
+    return int(first.rsplit("-", 1)[-1].strip().strip('"')) if "ckpt-" in first else 0
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    cfg = _config(tmp_path, epochs=2, steps_per_epoch=6, checkpoint_every_steps=2)
+    # w4a4 (calibrated l values), an exp lr schedule and a batch schedule that switches to
+    # 2-step virtual batches in epoch 1: 4 + 2 updates, a checkpoint after each.
+    cfg = _config(
+        tmp_path, epochs=2, steps_per_epoch=4, checkpoint_every_steps=1, precision="w4a4", batch_schedule="8@0,16@1"
+    )
     env = dict(os.environ, PYTHONPATH=REPO)
     ref = dataclass_replace(cfg, model_dir=str(tmp_path / "ref"))
     subprocess.run(_train_cmd(ref), check=True, env=env, capture_output=True, timeout=300)
 
+    kill_after = random.Random(time.time_ns()).randint(1, 5)  # a random update of the 6
     proc = subprocess.Popen(_train_cmd(cfg), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    index = os.path.join(cfg.model_dir, "checkpoints", "checkpoint")
     deadline = time.time() + 240
-    while not os.path.exists(index) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    while _latest_checkpoint_number(cfg.model_dir) < kill_after and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert os.path.exists(index), "the run never wrote a checkpoint"
-    assert not os.path.exists(os.path.join(cfg.model_dir, "model.h5")), "killed too late"
+    killed_at = _latest_checkpoint_number(cfg.model_dir)
+    assert killed_at >= 1, "the run never wrote a checkpoint"
+    assert not os.path.exists(os.path.join(cfg.model_dir, "model.h5")), f"killed too late ({killed_at})"
     done = subprocess.run(_train_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Resuming from" in done.stderr
+    assert "Resuming from" in done.stderr, f"killed after update {killed_at}"
     for a, b in zip(_final_weights(cfg.model_dir), _final_weights(ref.model_dir)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"killed after update {killed_at}")
     m1 = json.loads(open(os.path.join(cfg.model_dir, "metrics.json")).read())
     m2 = json.loads(open(os.path.join(ref.model_dir, "metrics.json")).read())
     assert [e["epoch"] for e in m1["epochs"]] == [0, 1]
+    assert [e["lr"] for e in m1["epochs"]] == [e["lr"] for e in m2["epochs"]]
+    assert m1["epochs"][1]["batch_size"] == 16
     assert m1["final"]["test_top1"] == pytest.approx(m2["final"]["test_top1"])
 
 

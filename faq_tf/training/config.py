@@ -73,9 +73,15 @@ class TrainConfig:
         if self.checkpoint_every_steps < 0:
             raise ValueError(f"checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
         if not is_tfmot_baseline(self.precision):
-            parse_precision(self.precision)
-        for _, spec in self.layer_overrides:
-            parse_override(spec)
+            try:
+                parse_precision(self.precision)
+            except ValueError as e:
+                raise ValueError(f"precision={self.precision!r}: {e}") from None
+        for name, spec in self.layer_overrides:
+            try:
+                parse_override(spec)
+            except ValueError as e:
+                raise ValueError(f"layer_overrides {name}={spec}: {e}") from None
         check_percentile(self.calibration_percentile)
         check_percentile(self.calibration_percentile_low_bit)
         if not 0.0 <= self.momentum < 1.0:

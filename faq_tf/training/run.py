@@ -10,6 +10,7 @@ the position in it, BN statistics and every quantizer's l.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,11 +30,34 @@ from faq_tf.training.checkpoints import restore_latest_good
 from faq_tf.training.config import TrainConfig
 from faq_tf.training.trainer import Trainer, get_strategy
 
-__all__ = ["run", "NonFiniteLossError"]
+__all__ = ["run", "NonFiniteLossError", "SaveError"]
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a step's gradients are NaN/Inf and nan_policy is "stop"."""
+
+
+class SaveError(OSError):
+    """A checkpoint or model file could not be written (full disk, read-only folder).
+
+    Files written before are intact: checkpoints are written to new files and the index
+    is replaced atomically, and model.h5 / metrics.json are written beside and renamed.
+    """
+
+
+@contextlib.contextmanager
+def _saving(what: str, path: str, manager=None):
+    """Runs a save; turns a write failure into a `SaveError` that says what is safe."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+        last = manager.latest_checkpoint if manager is not None else None
+        raise SaveError(
+            f"Could not write {what} to {path}: {reason.strip().splitlines()[0]}. The disk may be full or the "
+            f"folder read-only. Nothing written before was changed; the last good checkpoint is "
+            f"{last or 'none yet'}. Free space or fix the permissions and rerun the same command to resume."
+        ) from error
 
 
 def _task(strategy: tf.distribute.Strategy) -> tuple[bool, str]:
@@ -53,7 +77,10 @@ def _check_writable(path: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise OSError(f"model_dir {path} is not writable ({e.strerror}); choose another --model_dir.") from e
+        raise SaveError(
+            f"model_dir {path} is not writable ({e.strerror}): nothing was trained. Free space or fix the "
+            "permissions, or choose another --model_dir."
+        ) from e
 
 
 def _calibration_batches(source, config, input_shape, preprocess):
@@ -187,7 +214,8 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
                 logging.warning("Skipped a NaN/Inf update at %s", where)
             position.assign(u + 1)
             if config.checkpoint_every_steps:
-                manager.save(checkpoint_number=optimizer.iterations, check_interval=True)
+                with _saving("a checkpoint", manager.directory, manager):
+                    manager.save(checkpoint_number=optimizer.iterations, check_interval=True)
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             values = [("loss", float(trainer.train_loss.result())), ("top1", float(trainer.train_top1.result()))]
             if bar is not None:
@@ -216,14 +244,16 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             record.update(trainer.evaluate(test_ds, config.eval_steps))
         history.append(record)
-        manager.save(checkpoint_number=optimizer.iterations)
+        with _saving("a checkpoint", manager.directory, manager):
+            manager.save(checkpoint_number=optimizer.iterations)
         if chief:
             logging.info("epoch %d: %s", epoch, record)
             with writer.as_default(step=epoch):
                 for k, v in record.items():
                     if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
                         tf.summary.scalar(k, v)
-            _write_metrics(metrics_path, history)
+            with _saving("metrics", metrics_path, manager):
+                _write_metrics(metrics_path, history)
 
     final = history[-1] if history else {}
     # Biases onto the int32 accumulator grid, so the saved model computes what the
@@ -233,9 +263,11 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
         logging.info("snapped %d bias values in %d layers to the accumulator grid", snapped.moved, len(snapped.layers))
     if snapped.moved or not any("test_top1" in h for h in history[-1:]):
         final = {**final, **trainer.evaluate(test_ds, config.eval_steps)}
-    save_model(model, os.path.join(write_dir, "model.h5"))
+    with _saving("the model", os.path.join(write_dir, "model.h5"), manager):
+        save_model(model, os.path.join(write_dir, "model.h5"))
     if chief:
-        _write_metrics(metrics_path, history, final)
+        with _saving("metrics", metrics_path, manager):
+            _write_metrics(metrics_path, history, final)
     else:
         shutil.rmtree(write_dir, ignore_errors=True)
     return final
