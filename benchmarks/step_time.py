@@ -1,7 +1,8 @@
-"""Training step time of fp32 vs FAQ fine-tuning (w8a8, w4a4), interleaved in one run.
+"""Training step time of fp32 vs FAQ fine-tuning (w8a8, w4a4) vs tfmot QAT, interleaved in one run.
 
-Builds the same model three times (fp32, w8a8, w4a4 QAT), then times `Trainer.train_update`
-for each in round-robin blocks on the same batches, so machine noise hits all three alike.
+Builds the same model once per variant (fp32; FAQ w8a8, w4a4; tfmot's default 8-bit and
+n-bit 4/4 QAT), then times `Trainer.train_update` for each in round-robin blocks on the
+same batches, so machine noise hits all of them alike.
 Reports the median step time, the ratio to fp32 and the implied seconds per epoch.
 
 Usage: python benchmarks/step_time.py [--model small_resnet] [--batch_size 128] [--rounds 15]
@@ -16,6 +17,7 @@ import time
 import numpy as np
 
 import faq_tf
+from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
 from faq_tf.data.datasets import get_source, make_input
 from faq_tf.models import build_model
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps_per_round", type=int, default=10)
+    parser.add_argument("--variants", default="fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4")
     parser.add_argument("--out", default="runs/step_time.json")
     args = parser.parse_args()
 
@@ -39,8 +42,11 @@ def main() -> None:
     train = make_input(source, "train", args.batch_size, shape, spec.preprocess)
     calib = train.map(lambda x, y: x).take(5)
     variants = {}
-    for precision in ("fp32", "w8a8", "w4a4"):
-        model = faq_tf.quantize_model(base, precision, calib, verbose=False)
+    for precision in args.variants.split(","):
+        if is_tfmot_baseline(precision):
+            model = tfmot_quantize(base, precision)
+        else:
+            model = faq_tf.quantize_model(base, precision, calib, verbose=False)
         opt = keras.optimizers.SGD(1e-4, momentum=0.9)
         opt.build(model.trainable_variables)
         trainer = Trainer(model, opt, strategy, args.batch_size, weight_decay=5e-5)

@@ -1,0 +1,308 @@
+"""FAQ against what users would otherwise pick, side by side on one baseline: `make bench`.
+
+Everything starts from the same fp32 baseline (baselines/fashion_mnist/small_resnet_fp32.h5)
+and uses the same Fashion-MNIST data, loop (faq-train) and schedules:
+
+  accuracy, mean +- sd over --seeds (each a faq-train run with --seed):
+    fp32                the baseline itself (one model)
+    fp32 control 8      fp32 fine-tuned with FAQ w8a8's epochs/schedule (w8a8.flags, --precision=fp32)
+    FAQ w8a8            flags/fashion_mnist/w8a8.flags (1 epoch)
+    tfmot int8 QAT      tfmot's default 8-bit scheme, w8a8.flags' epochs and lr
+    TFLite PTQ int8     the converter with a representative dataset (5 batches), no training
+    fp32 control 4      fp32 with FAQ w4a4's epochs/schedule (w4a4.flags, --precision=fp32)
+    FAQ w4a4            flags/fashion_mnist/w4a4.flags (--w4a4_epochs, default its 10)
+    tfmot n-bit W4A4    tfmot's experimental n-bit scheme at 4/4 bits, w4a4.flags' schedule
+  and for each integer-deployable entry the .tflite's accuracy under LiteRT;
+  training cost: step time per method / fp32 (benchmarks/step_time.py, interleaved);
+  inference: .tflite size and batch-1 1-thread latency / fp32 (interleaved medians);
+  memory: peak RSS of each fine-tuning process;
+  plots: accuracy vs bits per method, and the FAQ w4a4 learning curve.
+
+Writes --out/bench.json, bench.md, accuracy_vs_bits.png, w4a4_learning_curve.png. Finished
+runs are reused (faq-train resumes from its checkpoints), so an interrupted suite continues.
+
+Usage: python benchmarks/suite.py [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINE = os.path.join(ROOT, "baselines", "fashion_mnist", "small_resnet_fp32.h5")
+FLAGS = os.path.join(ROOT, "flags", "fashion_mnist")
+
+# name -> (flagfile, precision override or None, label)
+METHODS = {
+    "control8": ("w8a8", "fp32", "fp32 control (w8a8 budget)"),
+    "faq_w8a8": ("w8a8", None, "FAQ w8a8"),
+    "tfmot_int8": ("w8a8", "tfmot_int8", "tfmot default 8-bit QAT"),
+    "control4": ("w4a4", "fp32", "fp32 control (w4a4 budget)"),
+    "faq_w4a4": ("w4a4", None, "FAQ w4a4"),
+    "tfmot_w4a4": ("w4a4", "tfmot_w4a4", "tfmot n-bit W4A4 QAT"),
+}
+BITS = {"control8": 32, "control4": 32, "faq_w8a8": 8, "tfmot_int8": 8, "faq_w4a4": 4, "tfmot_w4a4": 4}
+
+_RSS_WRAPPER = (
+    "import atexit, resource, runpy, sys\n"
+    "out = sys.argv.pop(1)\n"
+    "atexit.register(lambda: open(out, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+    "sys.argv[0] = 'faq-train'\n"
+    "runpy.run_module('faq_tf.train', run_name='__main__')\n"
+)
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _train(method: str, seed: int, out: str, epochs4: int | None, baseline: str) -> dict:
+    flagfile, precision, _ = METHODS[method]
+    model_dir = os.path.join(out, "runs", f"{method}_seed{seed}")
+    args = [f"--flagfile={os.path.join(FLAGS, flagfile + '.flags')}", f"--model_dir={model_dir}"]
+    args += [f"--pretrained={baseline}", f"--seed={seed}"]
+    if precision:
+        args.append(f"--precision={precision}")
+    if flagfile == "w4a4" and epochs4:
+        args.append(f"--epochs={epochs4}")
+    metrics = os.path.join(model_dir, "metrics.json")
+    rss_file = os.path.join(model_dir, "peak_rss_kb")
+    if not (os.path.exists(metrics) and os.path.exists(rss_file)):
+        _log(f"{method} seed {seed}: faq-train {' '.join(args[2:])}")
+        os.makedirs(model_dir, exist_ok=True)
+        subprocess.run([sys.executable, "-c", _RSS_WRAPPER, rss_file, *args], check=True, cwd=ROOT)
+    with open(metrics) as f:
+        result = json.load(f)
+    with open(rss_file) as f:
+        result["peak_rss_mb"] = int(f.read()) / 1024
+    result["model_dir"] = model_dir
+    return result
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_rounds: int) -> dict:
+    """Exports every integer-deployable model, evaluates the .tflite files, times them."""
+    import numpy as np
+
+    import faq_tf
+    from export_tflite import convert
+    from export_tflite.evaluate import TfliteRunner, evaluate_arrays
+    from faq_tf.compat import tf, tfmot
+    from faq_tf.data.datasets import get_source, make_input
+    from faq_tf.models import MODELS
+
+    source = get_source("fashion_mnist")
+    pre = MODELS["small_resnet"].preprocess
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in make_input(source, "test", 500, (28, 28, 1), pre)])
+    x_test, y_test = np.concatenate(xs), np.concatenate(ys)
+    rep = make_input(source, "train", 128, (28, 28, 1), pre).map(lambda x, y: x).take(5)
+
+    def rep_gen():
+        for batch in rep:
+            for row in batch.numpy()[:32]:
+                yield [row[None]]
+
+    def int8_converter(model):
+        c = tf.lite.TFLiteConverter.from_keras_model(model)
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.representative_dataset = rep_gen
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        c.inference_input_type = c.inference_output_type = tf.int8
+        return c.convert()
+
+    tflite_dir = os.path.join(out, "tflite")
+    os.makedirs(tflite_dir, exist_ok=True)
+    fp32 = faq_tf.load_model(baseline)
+    files = {"fp32": tf.lite.TFLiteConverter.from_keras_model(fp32).convert()}
+    _log("TFLite post-training int8 of the baseline")
+    files["ptq_int8"] = int8_converter(fp32)
+    deployed = {"ptq_int8": [], "faq_w8a8": [], "faq_w4a4": [], "faq_w4a4+int4": [], "tfmot_int8": []}
+    for seed in seeds:
+        for method in ("faq_w8a8", "faq_w4a4", "tfmot_int8"):
+            path = os.path.join(runs[method][seed]["model_dir"], "model.h5")
+            if method == "tfmot_int8":
+                with tfmot.quantization.keras.quantize_scope():
+                    model = tf.keras.models.load_model(path, compile=False)
+                variants = {method: int8_converter(model)}
+            else:
+                model = faq_tf.load_model(path)
+                variants = {method: convert(model, representative_data=rep)}
+                if method == "faq_w4a4":
+                    variants["faq_w4a4+int4"] = convert(model, representative_data=rep, pack_int4=True)
+            for name, content in variants.items():
+                result, _ = evaluate_arrays(TfliteRunner(content), x_test, y_test)
+                deployed[name].append(result["top1"])
+                if seed == seeds[0]:
+                    files[name] = content
+            _log(f"{method} seed {seed}: .tflite top-1 {deployed[method][-1]:.2f}")
+    deployed["ptq_int8"] = [evaluate_arrays(TfliteRunner(files["ptq_int8"]), x_test, y_test)[0]["top1"]]
+
+    runners = {name: TfliteRunner(content, threads=1) for name, content in files.items()}
+    times = {name: [] for name in runners}
+    _log(f"latency: {latency_rounds} interleaved rounds, batch 1, 1 thread")
+    for _ in range(latency_rounds):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            for _ in range(50):
+                runner(x_test[:1])
+            times[name].append((time.perf_counter() - start) / 50)
+    base = statistics.median(times["fp32"])
+    inference = {}
+    for name, content in files.items():
+        with open(os.path.join(tflite_dir, f"{name}.tflite"), "wb") as f:
+            f.write(content)
+        inference[name] = {
+            "bytes": len(content),
+            "size_vs_fp32": round(len(content) / len(files["fp32"]), 3),
+            "latency_ms": round(statistics.median(times[name]) * 1000, 4),
+            "latency_vs_fp32": round(statistics.median(times[name]) / base, 3),
+        }
+    return {"tflite_top1": deployed, "inference": inference}
+
+
+def _plots(out: str, table: dict, curve: list[dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fp32 = table["fp32"]["mean"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lines = {
+        "FAQ (Keras)": [(32, fp32), (8, table["faq_w8a8"]["mean"]), (4, table["faq_w4a4"]["mean"])],
+        "FAQ (integer .tflite)": [(8, table["faq_w8a8"]["tflite_mean"]), (4, table["faq_w4a4"]["tflite_mean"])],
+        "tfmot QAT": [(32, fp32), (8, table["tfmot_int8"]["mean"]), (4, table["tfmot_w4a4"]["mean"])],
+        "TFLite PTQ": [(32, fp32), (8, table["ptq_int8"]["mean"])],
+        "fp32 control (w4a4 budget)": [(32, table["control4"]["mean"])],
+    }
+    for label, points in lines.items():
+        bits, acc = zip(*points)
+        ax.plot(bits, acc, marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([4, 8, 32], ["4", "8", "32 (fp)"])
+    ax.set_xlabel("bits (weights and activations)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("Fashion-MNIST small_resnet: accuracy vs bits")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p1 = os.path.join(out, "accuracy_vs_bits.png")
+    fig.savefig(p1, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r["epoch"] + 1 for r in curve]
+    ax.plot(epochs, [r["test_top1"] for r in curve], marker="o", label="test top-1 (FAQ w4a4)")
+    ax.axhline(fp32, color="gray", ls="--", label="fp32 baseline")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 (%)")
+    ax2 = ax.twinx()
+    ax2.semilogy(epochs, [r["lr"] for r in curve], color="tab:red", alpha=0.6, label="learning rate")
+    ax2.set_ylabel("learning rate")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("FAQ w4a4 fine-tuning (seed 0)")
+    fig.tight_layout()
+    p2 = os.path.join(out, "w4a4_learning_curve.png")
+    fig.savefig(p2, dpi=120)
+    plt.close(fig)
+    return [p1, p2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/bench")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--w4a4_epochs", type=int, default=None, help="Default: w4a4.flags' 10.")
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--latency_rounds", type=int, default=20)
+    parser.add_argument("--step_rounds", type=int, default=12)
+    parser.add_argument("--methods", default=",".join(METHODS), help="Subset of training methods to run.")
+    args = parser.parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    t0 = time.perf_counter()
+
+    runs = {m: {} for m in METHODS}
+    for seed in seeds:  # seed-major, so a partial suite already covers every method
+        for method in args.methods.split(","):
+            runs[method][seed] = _train(method, seed, out, args.w4a4_epochs, args.baseline)
+    deploy = _deploy(out, runs, seeds, args.baseline, args.latency_rounds)
+
+    _log("step time, interleaved (benchmarks/step_time.py)")
+    step_json = os.path.join(out, "step_time.json")
+    subprocess.run(
+        [sys.executable, "benchmarks/step_time.py", f"--rounds={args.step_rounds}", f"--out={step_json}"],
+        check=True,
+        cwd=ROOT,
+    )
+    with open(step_json) as f:
+        steps = json.load(f)
+
+    import faq_tf  # noqa: F401  (after the subprocesses: keeps this process light while they run)
+
+    with open(os.path.join(ROOT, "baselines", "fashion_mnist", "README.md")) as f:
+        fp32_top1 = float(f.read().split("Test top-1: **")[1].split("%")[0])
+    table = {"fp32": {"label": "fp32 baseline", "mean": fp32_top1, "sd": 0.0, "n": 1}}
+    for method in METHODS:
+        accs = [runs[method][s]["final"]["test_top1"] for s in seeds]
+        mean, sd = _mean_sd(accs)
+        row = {"label": METHODS[method][2], "mean": mean, "sd": sd, "n": len(accs), "per_seed": accs}
+        row["peak_rss_mb"] = statistics.median(runs[method][s]["peak_rss_mb"] for s in seeds)
+        row["epochs"] = runs[method][seeds[0]]["final"]["epoch"] + 1
+        if method in deploy["tflite_top1"]:
+            row["tflite_mean"], row["tflite_sd"] = _mean_sd(deploy["tflite_top1"][method])
+        table[method] = row
+    ptq = deploy["tflite_top1"]["ptq_int8"][0]
+    table["ptq_int8"] = {"label": "TFLite PTQ int8", "mean": ptq, "sd": 0.0, "n": 1, "tflite_mean": ptq}
+    table["faq_w4a4+int4"] = {
+        "label": "FAQ w4a4, packed INT4 .tflite",
+        "tflite_mean": _mean_sd(deploy["tflite_top1"]["faq_w4a4+int4"])[0],
+    }
+    curve = runs["faq_w4a4"][seeds[0]]["epochs"]
+    plots = _plots(out, table, curve)
+
+    order = ["fp32", "control8", "faq_w8a8", "ptq_int8", "tfmot_int8", "control4", "faq_w4a4", "tfmot_w4a4"]
+    lines = [
+        f"Fashion-MNIST small_resnet (78k parameters), one fp32 baseline, seeds {args.seeds}; "
+        f"{(time.perf_counter() - t0) / 60:.0f} min on this machine.",
+        "",
+        "| method | epochs | Keras top-1 (mean ± sd) | integer .tflite top-1 | peak RSS (MB) |",
+        "|---|---|---|---|---|",
+    ]
+    for key in order:
+        r = table[key]
+        tfl = f"{r['tflite_mean']:.2f}" if "tflite_mean" in r else "not integer-deployable"
+        if key in ("fp32", "control8", "control4"):
+            tfl = "(float)"
+        rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-"
+        lines.append(
+            f"| {r['label']} | {r.get('epochs', '-')} | {r['mean']:.2f} ± {r['sd']:.2f} (n={r['n']}) | {tfl} | {rss} |"
+        )
+    lines += ["", "| .tflite | size vs fp32 | latency vs fp32 (batch 1, 1 thread) |", "|---|---|---|"]
+    for name, r in deploy["inference"].items():
+        lines.append(f"| {name} | {r['size_vs_fp32']:.3f}x | {r['latency_vs_fp32']:.3f}x |")
+    lines += ["", "| fine-tuning | step (ms) | vs fp32 |", "|---|---|---|"]
+    for name, ms in steps["median_step_ms"].items():
+        lines.append(f"| {name} | {ms} | {steps['ratio_to_fp32'][name]:.2f}x |")
+    md = "\n".join(lines) + "\n"
+    result = {"table": table, "deploy": deploy, "step_time": steps, "plots": plots, "seeds": seeds}
+    with open(os.path.join(out, "bench.json"), "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    with open(os.path.join(out, "bench.md"), "w") as f:
+        f.write(md)
+    print("\n" + md)
+    _log(f"wrote {out}/bench.md, bench.json and {', '.join(os.path.basename(p) for p in plots)}")
+
+
+if __name__ == "__main__":
+    main()
