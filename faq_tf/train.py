@@ -62,6 +62,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("checkpoint_every_steps", d.checkpoint_every_steps, "Also checkpoint every N updates.")
     flags.DEFINE_enum("nan_policy", d.nan_policy, ["stop", "skip"], "On NaN/Inf gradients: stop or skip the step.")
     flags.DEFINE_bool("deterministic", d.deterministic, "Bit-identical reruns (TF op determinism; slower on GPU).")
+    flags.DEFINE_list(
+        "diagnostics", [], "Measurements to record: grad_noise (per-layer gradient noise, diagnostics.json)."
+    )
 
 
 def config_from_flags(f=FLAGS) -> TrainConfig:
@@ -107,6 +110,7 @@ def config_from_flags(f=FLAGS) -> TrainConfig:
         checkpoint_every_steps=f.checkpoint_every_steps,
         nan_policy=f.nan_policy,
         deterministic=f.deterministic,
+        diagnostics=tuple(f.diagnostics),
     )
 
 

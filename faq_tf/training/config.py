@@ -12,7 +12,10 @@ from faq_tf.calibration import DEFAULT_BATCHES, DEFAULT_PERCENTILE_8BIT, DEFAULT
 from faq_tf.policy import parse_override, parse_precision
 from faq_tf.training.schedules import BatchSchedule, LearningRateSchedule
 
-__all__ = ["TrainConfig", "STRATEGIES"]
+__all__ = ["TrainConfig", "STRATEGIES", "DIAGNOSTICS"]
+
+# What --diagnostics can switch on (faq_tf.diagnostics).
+DIAGNOSTICS = ("grad_noise",)
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -55,6 +58,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     nan_policy: str = "stop"
     deterministic: bool = False
+    diagnostics: tuple[str, ...] = ()
 
     def __post_init__(self):
         def positive_int(name, value, allow_none=False):
@@ -90,6 +94,14 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        unknown = set(self.diagnostics) - set(DIAGNOSTICS)
+        if unknown:
+            raise ValueError(f"diagnostics {sorted(unknown)} unknown; available: {', '.join(DIAGNOSTICS)}")
+        if "grad_noise" in self.diagnostics and (self.precision == "fp32" or is_tfmot_baseline(self.precision)):
+            raise ValueError(
+                "diagnostics=grad_noise measures the noise faq_tf's weight quantizers add; use a faq_tf "
+                f"precision such as w8a8 or w4a4, not {self.precision!r}."
+            )
         if self.nan_policy not in ("stop", "skip"):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {self.nan_policy!r}")
         if not self.model_dir:

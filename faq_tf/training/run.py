@@ -24,6 +24,7 @@ from faq_tf.accumulator import snap_to_accumulator_grid
 from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
 from faq_tf.data.datasets import get_source, make_input
+from faq_tf.diagnostics.grad_noise import EMA_FACTOR, GradNoiseMonitor
 from faq_tf.models import build_model
 from faq_tf.quantize import quantize_model, save_model
 from faq_tf.training.checkpoints import restore_latest_good
@@ -170,6 +171,7 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
     steps_per_epoch = config.steps_per_epoch or source.num_train // B
     test_ds = strategy.experimental_distribute_dataset(make_input(source, "test", B, input_shape, spec.preprocess))
     interactive = sys.stdout.isatty()
+    diagnostics = _Diagnostics(config, model, write_dir if chief else None, writer)
 
     for epoch in range(int(epoch_var.numpy()), config.epochs):
         n = batches.accumulation_at(epoch, B)
@@ -212,6 +214,8 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
                         f"{last}. Lower --lr, check the data, or use --nan_policy=skip."
                     )
                 logging.warning("Skipped a NaN/Inf update at %s", where)
+            if finite:
+                diagnostics.after_update()
             position.assign(u + 1)
             if config.checkpoint_every_steps:
                 with _saving("a checkpoint", manager.directory, manager):
@@ -244,6 +248,7 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             record.update(trainer.evaluate(test_ds, config.eval_steps))
         history.append(record)
+        diagnostics.end_epoch(epoch)
         with _saving("a checkpoint", manager.directory, manager):
             manager.save(checkpoint_number=optimizer.iterations)
         if chief:
@@ -271,6 +276,42 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
     else:
         shutil.rmtree(write_dir, ignore_errors=True)
     return final
+
+
+class _Diagnostics:
+    """The --diagnostics measurements of a run (nothing at all when none is asked for)."""
+
+    def __init__(self, config: TrainConfig, model, write_dir: str | None, writer):
+        self.monitor = GradNoiseMonitor(model) if "grad_noise" in config.diagnostics else None
+        self.path = os.path.join(write_dir, "diagnostics.json") if write_dir else None
+        self.writer = writer
+        self.record = {"grad_noise": {"ema_factor": EMA_FACTOR, "epochs": []}} if self.monitor else {}
+        if self.monitor and self.path and os.path.exists(self.path):  # resumed: keep earlier epochs
+            with open(self.path) as f:
+                self.record["grad_noise"]["epochs"] = json.load(f).get("grad_noise", {}).get("epochs", [])
+
+    def after_update(self) -> None:
+        if self.monitor is not None:
+            self.monitor.update()
+
+    def end_epoch(self, epoch: int) -> None:
+        if self.monitor is None:
+            return
+        per_layer = self.monitor.result()
+        self.monitor.reset()
+        epochs = [e for e in self.record["grad_noise"]["epochs"] if e["epoch"] != epoch]
+        mean = sum(per_layer.values()) / max(len(per_layer), 1)
+        epochs.append({"epoch": epoch, "per_layer": per_layer, "mean": mean})
+        self.record["grad_noise"]["epochs"] = epochs
+        if self.path is None:
+            return
+        with self.writer.as_default(step=epoch):
+            for layer, value in per_layer.items():
+                tf.summary.scalar(f"grad_noise/{layer}", value)
+        tmp = self.path + ".tmp"
+        with _saving("diagnostics", self.path), open(tmp, "w") as f:
+            json.dump(self.record, f, indent=1)
+        os.replace(tmp, self.path)
 
 
 def _write_metrics(path: str, history: list, final: dict | None = None) -> None:
