@@ -9,7 +9,9 @@ never sees FLAGS.
 
 from __future__ import annotations
 
-from absl import app, flags
+import sys
+
+from absl import app, flags, logging
 
 from faq_tf.training.config import TrainConfig
 
@@ -115,14 +117,22 @@ def config_from_flags(f=FLAGS) -> TrainConfig:
 
 
 def main(argv) -> None:
-    from faq_tf.training.run import run
+    from faq_tf.training.run import NonFiniteLossError, SaveError, WorkerLostError, run
 
     del argv
     try:
         config = config_from_flags()
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    final = run(config)
+    try:
+        final = run(config)
+    except WorkerLostError as e:  # a scheduler should restart the job: EX_TEMPFAIL
+        logging.error("%s", e)
+        print(f"faq-train: {e}", file=sys.stderr)
+        sys.exit(75)
+    except (SaveError, NonFiniteLossError, FileNotFoundError) as e:
+        print(f"faq-train: {e}", file=sys.stderr)
+        sys.exit(1)
     print(f"faq-train finished: {final}  (outputs in {config.model_dir})")
 
 

@@ -230,9 +230,7 @@ def _free_ports(n):
     return ports
 
 
-def test_two_worker_multi_worker_mirrored_run_on_localhost(tmp_path):
-    cfg = _config(tmp_path, epochs=1, steps_per_epoch=3, checkpoint_every_steps=1, precision="w4a4")
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+def _start_workers(cfg, cluster, tag):
     procs = []
     for index in range(2):
         env = dict(
@@ -240,15 +238,47 @@ def test_two_worker_multi_worker_mirrored_run_on_localhost(tmp_path):
             PYTHONPATH=REPO,
             TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         )
+        log = open(os.path.join(os.path.dirname(cfg.model_dir), f"{tag}_worker{index}.log"), "w+")
         cmd = _train_cmd(cfg) + ["--strategy=multi_worker"]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-3000:]
+        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True), log))
+    return procs
+
+
+def _finish(procs, timeout=300):
+    outputs = []
+    for proc, log in procs:
+        proc.wait(timeout=timeout)
+        log.seek(0)
+        outputs.append(log.read())
+    return outputs
+
+
+def test_multi_worker_run_survives_a_preempted_worker(tmp_path):
+    # Two workers on localhost; worker 1 is SIGKILLed after the second update's checkpoint.
+    cfg = _config(tmp_path, epochs=2, steps_per_epoch=4, checkpoint_every_steps=1, precision="w4a4")
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    procs = _start_workers(cfg, cluster, "first")
+    deadline = time.time() + 240
+    while _latest_checkpoint_number(cfg.model_dir) < 2 and time.time() < deadline and procs[0][0].poll() is None:
+        time.sleep(0.02)
+    procs[1][0].send_signal(signal.SIGKILL)
+    chief_out = _finish(procs[:1], timeout=180)[0]
+    procs[1][0].wait()
+    assert procs[0][0].returncode == 75, chief_out[-3000:]  # EX_TEMPFAIL: restart me
+    assert "A worker of the cluster stopped (" in chief_out, chief_out[-3000:]
+    assert "restart every worker" in chief_out and "Traceback" not in chief_out.split("faq-train: ")[-1]
+    killed_at = _latest_checkpoint_number(cfg.model_dir)
+    assert killed_at < 8 and not os.path.exists(os.path.join(cfg.model_dir, "model.h5"))
+
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}  # the restarted job
+    outputs = _finish(_start_workers(cfg, cluster, "restart"))
+    assert all("faq-train finished" in out for out in outputs), outputs[0][-3000:] + outputs[1][-3000:]
+    assert "Resuming from" in outputs[0] and f"ckpt-{killed_at}" in outputs[0]
     metrics = json.loads(open(os.path.join(cfg.model_dir, "metrics.json")).read())
-    assert metrics["final"]["batch_size"] == 8 and "test_top1" in metrics["final"]
-    assert os.path.exists(os.path.join(cfg.model_dir, "checkpoints", "checkpoint"))
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1] and metrics["final"]["batch_size"] == 8
+    assert _latest_checkpoint_number(cfg.model_dir) == 8  # every update done exactly once
     assert os.path.exists(os.path.join(cfg.model_dir, "model.h5"))
+    assert not [d for d in os.listdir(cfg.model_dir) if d.startswith("tmp_")]
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):

@@ -1,7 +1,7 @@
 """The FAQ fine-tuning engine: schedules, the tf.distribute trainer, checkpoints and `run`."""
 
 from faq_tf.training.config import TrainConfig
-from faq_tf.training.run import NonFiniteLossError, SaveError, run
+from faq_tf.training.run import NonFiniteLossError, SaveError, WorkerLostError, run
 from faq_tf.training.schedules import BatchSchedule, LearningRateSchedule
 from faq_tf.training.trainer import Trainer, get_strategy
 
@@ -14,4 +14,5 @@ __all__ = [
     "Trainer",
     "get_strategy",
     "run",
+    "WorkerLostError",
 ]

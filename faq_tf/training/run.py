@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -31,11 +32,15 @@ from faq_tf.training.checkpoints import restore_latest_good
 from faq_tf.training.config import TrainConfig
 from faq_tf.training.trainer import Trainer, get_strategy
 
-__all__ = ["run", "NonFiniteLossError", "SaveError"]
+__all__ = ["run", "NonFiniteLossError", "SaveError", "WorkerLostError"]
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a step's gradients are NaN/Inf and nan_policy is "stop"."""
+
+
+class WorkerLostError(RuntimeError):
+    """A worker of a multi-worker run died (preemption, crash); restart all of them to resume."""
 
 
 class SaveError(OSError):
@@ -44,6 +49,26 @@ class SaveError(OSError):
     Files written before are intact: checkpoints are written to new files and the index
     is replaced atomically, and model.h5 / metrics.json are written beside and renamed.
     """
+
+
+@contextlib.contextmanager
+def _worker_guard(strategy: tf.distribute.Strategy, manager):
+    """Turns the collective-op failure a dead peer causes into a `WorkerLostError`."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as error:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise
+        detail = (getattr(error, "message", None) or str(error)).strip()
+        resolver = strategy.cluster_resolver
+        me = f"/job:{resolver.task_type}/replica:0/task:{resolver.task_id}"
+        peers = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", detail)) - {me})
+        reason = detail.split("aborted by:")[-1].strip().splitlines()[0][:200]
+        raise WorkerLostError(
+            f"A worker of the cluster stopped ({', '.join(peers) or 'a peer of ' + me}: {reason}); it was "
+            f"preempted or crashed. The last good checkpoint is {manager.latest_checkpoint or 'none yet'}; "
+            "restart every worker with the same flags and TF_CONFIG to resume from it."
+        ) from error
 
 
 @contextlib.contextmanager
@@ -173,92 +198,93 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
     interactive = sys.stdout.isatty()
     diagnostics = _Diagnostics(config, model, write_dir if chief else None, writer)
 
-    for epoch in range(int(epoch_var.numpy()), config.epochs):
-        n = batches.accumulation_at(epoch, B)
-        updates = steps_per_epoch // n
-        if updates < 1:
-            raise ValueError(
-                f"epoch {epoch}: a virtual batch of {n * B} is larger than the epoch ({steps_per_epoch * B} images)."
-            )
-        lr = lr_fn(epoch)
-        optimizer.learning_rate.assign(lr)
-        start = int(position.numpy())
-        dist = strategy.distribute_datasets_from_function(
-            lambda ctx, e=epoch, s=start, n=n: make_input(
-                source,
-                "train",
-                ctx.get_per_replica_batch_size(B),
-                input_shape,
-                spec.preprocess,
-                epoch=e,
-                seed=config.seed,
-                skip_batches=s * n,
-                global_batch_size=B,
-                input_context=ctx,
-            )
-        )
-        iterator = iter(dist)
-        trainer.train_loss.reset_state()
-        trainer.train_top1.reset_state()
-        bar = keras.utils.Progbar(updates, stateful_metrics=["loss", "top1", "img/s"]) if interactive else None
-        t0, seen = time.perf_counter(), 0
-        for u in range(start, updates):
-            loss_sum, finite = trainer.train_update(iterator, n, lr)
-            seen += n * B
-            if not finite:
-                where = f"epoch {epoch}, update {u} (global step {int(optimizer.iterations.numpy())})"
-                last = manager.latest_checkpoint or "none yet"
-                if config.nan_policy == "stop":
-                    raise NonFiniteLossError(
-                        f"NaN/Inf gradients at {where}; the update was not applied. Last good checkpoint: "
-                        f"{last}. Lower --lr, check the data, or use --nan_policy=skip."
-                    )
-                logging.warning("Skipped a NaN/Inf update at %s", where)
-            if finite:
-                diagnostics.after_update()
-            position.assign(u + 1)
-            if config.checkpoint_every_steps:
-                with _saving("a checkpoint", manager.directory, manager):
-                    manager.save(checkpoint_number=optimizer.iterations, check_interval=True)
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            values = [("loss", float(trainer.train_loss.result())), ("top1", float(trainer.train_top1.result()))]
-            if bar is not None:
-                bar.update(u + 1, values + [("img/s", rate)])
-            elif (u + 1) % max(1, updates // 10) == 0 or u + 1 == updates:
-                logging.info(
-                    "epoch %d update %d/%d loss %.4f top1 %.4f %.0f img/s",
-                    epoch,
-                    u + 1,
-                    updates,
-                    *[v for _, v in values],
-                    rate,
+    with _worker_guard(strategy, manager):
+        for epoch in range(int(epoch_var.numpy()), config.epochs):
+            n = batches.accumulation_at(epoch, B)
+            updates = steps_per_epoch // n
+            if updates < 1:
+                raise ValueError(
+                    f"epoch {epoch}: a virtual batch of {n * B} is larger than the epoch ({steps_per_epoch * B} images)."
                 )
-        seconds = time.perf_counter() - t0
-        epoch_var.assign(epoch + 1)
-        position.assign(0)
-        record = {
-            "epoch": epoch,
-            "lr": lr,
-            "batch_size": n * B,
-            "train_loss": float(trainer.train_loss.result()),
-            "train_top1": float(trainer.train_top1.result()) * 100,
-            "seconds": round(seconds, 2),
-            "images_per_second": round(seen / max(seconds, 1e-9), 1),
-        }
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            record.update(trainer.evaluate(test_ds, config.eval_steps))
-        history.append(record)
-        diagnostics.end_epoch(epoch)
-        with _saving("a checkpoint", manager.directory, manager):
-            manager.save(checkpoint_number=optimizer.iterations)
-        if chief:
-            logging.info("epoch %d: %s", epoch, record)
-            with writer.as_default(step=epoch):
-                for k, v in record.items():
-                    if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
-                        tf.summary.scalar(k, v)
-            with _saving("metrics", metrics_path, manager):
-                _write_metrics(metrics_path, history)
+            lr = lr_fn(epoch)
+            optimizer.learning_rate.assign(lr)
+            start = int(position.numpy())
+            dist = strategy.distribute_datasets_from_function(
+                lambda ctx, e=epoch, s=start, n=n: make_input(
+                    source,
+                    "train",
+                    ctx.get_per_replica_batch_size(B),
+                    input_shape,
+                    spec.preprocess,
+                    epoch=e,
+                    seed=config.seed,
+                    skip_batches=s * n,
+                    global_batch_size=B,
+                    input_context=ctx,
+                )
+            )
+            iterator = iter(dist)
+            trainer.train_loss.reset_state()
+            trainer.train_top1.reset_state()
+            bar = keras.utils.Progbar(updates, stateful_metrics=["loss", "top1", "img/s"]) if interactive else None
+            t0, seen = time.perf_counter(), 0
+            for u in range(start, updates):
+                loss_sum, finite = trainer.train_update(iterator, n, lr)
+                seen += n * B
+                if not finite:
+                    where = f"epoch {epoch}, update {u} (global step {int(optimizer.iterations.numpy())})"
+                    last = manager.latest_checkpoint or "none yet"
+                    if config.nan_policy == "stop":
+                        raise NonFiniteLossError(
+                            f"NaN/Inf gradients at {where}; the update was not applied. Last good checkpoint: "
+                            f"{last}. Lower --lr, check the data, or use --nan_policy=skip."
+                        )
+                    logging.warning("Skipped a NaN/Inf update at %s", where)
+                if finite:
+                    diagnostics.after_update()
+                position.assign(u + 1)
+                if config.checkpoint_every_steps:
+                    with _saving("a checkpoint", manager.directory, manager):
+                        manager.save(checkpoint_number=optimizer.iterations, check_interval=True)
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                values = [("loss", float(trainer.train_loss.result())), ("top1", float(trainer.train_top1.result()))]
+                if bar is not None:
+                    bar.update(u + 1, values + [("img/s", rate)])
+                elif (u + 1) % max(1, updates // 10) == 0 or u + 1 == updates:
+                    logging.info(
+                        "epoch %d update %d/%d loss %.4f top1 %.4f %.0f img/s",
+                        epoch,
+                        u + 1,
+                        updates,
+                        *[v for _, v in values],
+                        rate,
+                    )
+            seconds = time.perf_counter() - t0
+            epoch_var.assign(epoch + 1)
+            position.assign(0)
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "batch_size": n * B,
+                "train_loss": float(trainer.train_loss.result()),
+                "train_top1": float(trainer.train_top1.result()) * 100,
+                "seconds": round(seconds, 2),
+                "images_per_second": round(seen / max(seconds, 1e-9), 1),
+            }
+            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+                record.update(trainer.evaluate(test_ds, config.eval_steps))
+            history.append(record)
+            diagnostics.end_epoch(epoch)
+            with _saving("a checkpoint", manager.directory, manager):
+                manager.save(checkpoint_number=optimizer.iterations)
+            if chief:
+                logging.info("epoch %d: %s", epoch, record)
+                with writer.as_default(step=epoch):
+                    for k, v in record.items():
+                        if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                            tf.summary.scalar(k, v)
+                with _saving("metrics", metrics_path, manager):
+                    _write_metrics(metrics_path, history)
 
     final = history[-1] if history else {}
     # Biases onto the int32 accumulator grid, so the saved model computes what the
