@@ -2,6 +2,7 @@
 #   make test    create .venv (if needed), install faq_tf, run ruff and the test suite
 #   make demo    the main job: FAQ w8a8 + w4a4 on Fashion-MNIST, integer export, LiteRT evaluation
 #   make bench   the side-by-side benchmark suite (FAQ vs fp32 controls, PTQ, tfmot QAT)
+#   make bazel-test   the same tests through Bazel (Debian's bazel-bootstrap, offline)
 #   make apps    quantize every named keras.applications model under w8a8 and w4a4
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench apps lint data clean
+.PHONY: test demo bench bazel-test apps lint data clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,9 @@ demo: $(STAMP) data
 
 bench: $(STAMP) data
 	$(PY) benchmarks/suite.py --out runs/bench
+
+bazel-test: $(STAMP)
+	bazel test //tests/...
 
 apps: $(STAMP)
 	$(PY) scripts/check_applications.py --out runs/applications.json
