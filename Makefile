@@ -10,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bazel-test apps lint data clean
+.PHONY: test demo bench bazel-test bazel-tool apps lint data clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,17 @@ data:
 	  else echo "no apt-get: faq_tf falls back to TFDS (downloads Fashion-MNIST once)"; fi; \
 	fi
 
+bazel-tool:
+	@command -v bazel >/dev/null 2>&1 || ( command -v apt-get >/dev/null 2>&1 && \
+	  ( (apt-get install -y -qq bazel-bootstrap || (apt-get update -qq && apt-get install -y -qq bazel-bootstrap)) || \
+	    sudo -n apt-get install -y -qq bazel-bootstrap ) ) || \
+	  echo "bazel not installed: the Bazel test will be skipped (apt-get install bazel-bootstrap)"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check faq_tf export_tflite tests benchmarks scripts
 	$(VENV)/bin/ruff format --check faq_tf export_tflite tests benchmarks scripts setup.py
 
-test: $(STAMP) lint
+test: $(STAMP) bazel-tool lint
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP) data
@@ -40,7 +46,7 @@ demo: $(STAMP) data
 bench: $(STAMP) data
 	$(PY) benchmarks/suite.py --out runs/bench
 
-bazel-test: $(STAMP)
+bazel-test: $(STAMP) bazel-tool
 	bazel test //tests/...
 
 apps: $(STAMP)
