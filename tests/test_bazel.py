@@ -15,7 +15,7 @@ def test_every_test_file_has_a_bazel_target():
     files = sorted(
         f[:-3] for f in os.listdir(os.path.join(REPO, "tests")) if f.startswith("test_") and f.endswith(".py")
     )
-    missing = [name for name in files if name != "test_bazel" and f'name = "{name}"' not in build]
+    missing = [name for name in files if name != "test_bazel" and f'"{name}": ' not in build]
     assert not missing, f"add py_test targets to tests/BUILD for {missing}"
 
 
