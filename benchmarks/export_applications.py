@@ -2,8 +2,8 @@
 
 For ResNet50, MobileNetV2, InceptionV3 and DenseNet121 at w8a8 and w4a4: quantize with
 calibration on random images, convert to a fully integer .tflite (int8 I/O, batch 1),
-and compare the integer model's outputs with the Keras model's on other random images,
-in output quantization steps.
+and compare the integer model's logits (the classifier without its softmax) with the
+Keras model's on other random images, in output quantization steps.
 
 Usage: python benchmarks/export_applications.py [--images 32] [--out runs/export_applications.json]
 """
@@ -32,7 +32,10 @@ def main() -> None:
     rows = []
     for name in args.models:
         size = APPS[name]
-        model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10)
+        # Logits (no softmax), so that the comparison is on the values the softmax would squash.
+        model = getattr(keras.applications, name)(
+            weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None
+        )
         rng = np.random.RandomState(0)
         calib = rng.rand(32, size, size, 3).astype("float32")
         test = rng.rand(args.images, size, size, 3).astype("float32")
