@@ -22,7 +22,7 @@ Writes --out/bench.json, bench.md, accuracy_vs_bits.png, w4a4_learning_curve.png
 runs are reused (faq-train resumes from its checkpoints), so an interrupted suite continues.
 
 The w4a4 budget defaults to 5 epochs (the flagfile and `make demo` use 10, the paper 110):
-3 seeds x 3 methods x the budget is what fits in about an hour on 2 CPU cores.
+3 seeds x 3 methods at that budget took 91 minutes on this 2-core machine (shared with other jobs).
 
 Usage: python benchmarks/suite.py [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 5]
 """

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The README's diagnostics numbers on Fashion-MNIST (about 30 minutes on 2 cores):
+# The README's diagnostics numbers on Fashion-MNIST:
 # gradient noise at 8/4/2 bits, weight similarity, a Table 2 style study, and the plots.
 # Run from the repository root after `make` (and `make demo`, whose w4a4 run is compared).
 set -euo pipefail

@@ -81,7 +81,7 @@ def _resolve(variant: Variant, epochs: int) -> tuple[str, ...]:
 
 def _run_row(base: str, flags: tuple[str, ...], model_dir: str, log) -> dict:
     metrics = os.path.join(model_dir, "metrics.json")
-    if not os.path.exists(metrics) or "test_top1" not in json.load(open(metrics)).get("final", {}):
+    if not os.path.exists(metrics) or "test_top1" not in _read_json(metrics).get("final", {}):
         cmd = [sys.executable, "-m", "faq_tf.train", f"--flagfile={base}", *flags, f"--model_dir={model_dir}"]
         log(" ".join(cmd[1:]))
         os.makedirs(model_dir, exist_ok=True)
@@ -89,8 +89,12 @@ def _run_row(base: str, flags: tuple[str, ...], model_dir: str, log) -> dict:
             done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
         if done.returncode != 0:
             return {"error": f"faq-train exited with {done.returncode}; see {model_dir}/study.log"}
-    with open(metrics) as f:
-        return json.load(f)["final"]
+    return _read_json(metrics)["final"]
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def run_study(
