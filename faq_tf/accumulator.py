@@ -9,7 +9,7 @@ boundary land one step off in the integer model.
 
 `snap_to_accumulator_grid(model)` moves every folded bias onto its grid in the Keras
 model itself: conv/dense biases, and the offset beta - mean * m_c (+ conv bias * m_c) of a
-BatchNormalization that follows a conv. Each value moves by at most half an accumulator
+BatchNormalization that follows a conv. Each value moves by about half an accumulator
 step (typically 2^-13 against an activation step of 2^-6), so accuracy does not change
 measurably, and afterwards the Keras model and the integer model round the same numbers.
 `faq-train` applies it before its final evaluation and save; `export_tflite.convert`
