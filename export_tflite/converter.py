@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from export_tflite.flatbuffer import snap_scales
 from export_tflite.verify import Report, verify
-from faq_tf import calibration, graph, introspect
+from faq_tf import calibration, introspect
 from faq_tf.accumulator import snap_to_accumulator_grid
-from faq_tf.compat import keras, tf, tfmot
-from faq_tf.layers import QuantizeInput
-from faq_tf.quantize import quantize_scope
-from faq_tf.quantizers import ActivationQuantizer, FixedExponentQuantizer, exponent_for_range, packed_sub8bit_weights
+from faq_tf.compat import keras, tf
+from faq_tf.outputs import quantize_float_outputs
+from faq_tf.quantizers import export_trace, packed_sub8bit_weights
 
 __all__ = ["ExportError", "convert", "quantize_float_outputs", "IO_DTYPES"]
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
-_Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
 
 
 class ExportError(RuntimeError):
@@ -37,78 +36,6 @@ class ExportError(RuntimeError):
     def __init__(self, message: str, report: Report | None = None):
         super().__init__(message)
         self.report = report
-
-
-def _quantized_output(layer) -> bool:
-    if isinstance(layer, QuantizeInput):
-        return True
-    return isinstance(layer, _Wrapper) and bool(layer.quantize_config.get_output_quantizers(layer.layer))
-
-
-def _float_tail(model: keras.Model) -> list[str]:
-    """Layers between the model outputs and the last quantized tensors that compute float values."""
-    g = graph.model_graph(model)
-    tail, stack, seen = [], list(g.outputs), set()
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        layer = g.layers[name]
-        if _quantized_output(layer) or isinstance(layer, keras.layers.InputLayer):
-            continue
-        inner = getattr(layer, "layer", layer)
-        passthrough = isinstance(inner, (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout))
-        if not passthrough:
-            tail.append(name)
-        stack.extend(g.producers[name])
-    return tail
-
-
-def quantize_float_outputs(model: keras.Model, representative_data=None, percentile: float = 99.99) -> keras.Model:
-    """Returns `model` with its float output tensors quantized (8-bit, power of two).
-
-    The w4a4 policy leaves the logits float, as the paper does; an integer runtime
-    needs a scale for them. Logits get a signed 8-bit range calibrated on
-    `representative_data`; softmax/sigmoid outputs get the fixed 2^-8 step.
-
-    Raises:
-      ExportError: if calibration is needed and no representative data is given.
-    """
-    tail = _float_tail(model)
-    if not tail:
-        return model
-    fixed = {}
-    calibrate = []
-    for name in tail:
-        inner = getattr(model.get_layer(name), "layer", model.get_layer(name))
-        act = getattr(inner, "activation", None)
-        act_name = keras.activations.serialize(act) if act is not None else None
-        if isinstance(inner, keras.layers.Activation) and act_name in ("softmax", "sigmoid"):
-            fixed[name] = FixedExponentQuantizer(8, -8, signed=False, constant=False)
-        else:
-            calibrate.append(name)
-    if calibrate and representative_data is None:
-        names = [getattr(model.get_layer(n), "layer", model.get_layer(n)).name for n in calibrate]
-        raise ExportError(
-            f"Outputs of {names} are float (the w4a4 policy keeps the logits wide). Pass representative "
-            "data (a few training batches) so their 8-bit range can be calibrated, or quantize them in training "
-            f"with layer_overrides={{'{names[0]}': 'a8'}}."
-        )
-    ranges = calibration.collect_ranges(model, dict.fromkeys(calibrate, percentile), representative_data, 5)
-    for name in calibrate:
-        r = ranges[name]
-        fixed[name] = ActivationQuantizer(8, r.signed, exponent_for_range(r.y_max, 8, r.signed))
-
-    def make_layers(layer):
-        chain = [graph.clone_layer(layer)]
-        if layer.name in fixed:
-            chain.append(QuantizeInput(fixed[layer.name], name=f"{layer.name}_export_quantize"))
-        return chain
-
-    with quantize_scope():
-        new, _ = graph.rebuild(model, make_layers, name=model.name)
-    return new
 
 
 def convert(
@@ -154,10 +81,13 @@ def convert(
         )
     if snap_biases:
         snap_to_accumulator_grid(model)
-    model = quantize_float_outputs(model, representative_data)
+    try:
+        model = quantize_float_outputs(model, representative_data)
+    except ValueError as e:
+        raise ExportError(str(e)) from e
     shape = [batch_size, *model.input_shape[1:]]
     fn = tf.function(lambda x: model(x, training=False))
-    with packed_sub8bit_weights(pack_int4):  # decides the weight storage while tracing
+    with packed_sub8bit_weights(pack_int4), export_trace():  # weight storage; convertible ops only
         concrete = fn.get_concrete_function(tf.TensorSpec(shape, model.inputs[0].dtype))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -168,6 +98,7 @@ def convert(
         content = converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter's errors are re-raised with context
         raise ExportError(f"The TFLite converter failed on '{model.name}': {e}") from e
+    content, _ = snap_scales(content)  # folded BN scales: exact 2^l * m_c, not an ulp below
     if check:
         report = verify(content)
         if not report.ok:

@@ -15,7 +15,13 @@ import sys
 
 import numpy as np
 
-__all__ = ["TfliteRunner", "evaluate_arrays", "compare"]
+__all__ = ["TfliteRunner", "evaluate_arrays", "compare", "RUNTIMES"]
+
+# "xnnpack": LiteRT's default CPU path (its XNNPACK delegate takes the integer ops it
+# supports), whose tie rules the Keras model copies at inference (faq_tf.quantizers).
+# "builtin": LiteRT's own kernels only; they round some exact ties the other way
+# (and the x86 convolution kernels round twice), so a few values differ by one step.
+RUNTIMES = ("xnnpack", "builtin")
 
 
 class TfliteRunner:
@@ -24,15 +30,18 @@ class TfliteRunner:
     Args:
       content: .tflite bytes.
       threads: interpreter threads.
+      runtime: "xnnpack" (LiteRT's default CPU path) or "builtin" (see `RUNTIMES`).
     """
 
-    def __init__(self, content: bytes, threads: int = 1):
+    def __init__(self, content: bytes, threads: int = 1, runtime: str = "xnnpack"):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        resolver = OpResolverType.AUTO if runtime == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.runtime = runtime
         self.interpreter = Interpreter(
-            model_content=content,
-            num_threads=threads,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            model_content=content, num_threads=threads, experimental_op_resolver_type=resolver
         )
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
@@ -50,7 +59,8 @@ class TfliteRunner:
             return x.astype(np.float32)
         scale, zero = self.input["quantization"]
         info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        # Ties round up, as the Keras model's input FakeQuant does.
+        return np.clip(np.floor(x / scale + 0.5) + zero, info.min, info.max).astype(dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Float logits (dequantized) for a batch of float inputs of any size."""
@@ -76,7 +86,9 @@ class TfliteRunner:
 
 
 def _topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    top = np.argsort(-logits, axis=1)[:, :k]
+    # Stable: equal (quantized) logits rank by class index, as np.argmax and Keras's
+    # accuracy metrics break ties, so top-1 here is the top-1 faq-train reports.
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     return float(np.mean(np.any(top == labels[:, None], axis=1)) * 100)
 
 
@@ -126,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--model", default="small_resnet", help="model name, for its preprocessing")
     parser.add_argument("--keras_model", default=None, help="the Keras model (.h5/SavedModel) to compare with")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="xnnpack", help="LiteRT kernels (default: XNNPACK)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -135,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         from export_tflite.flatbuffer import read_model
 
         read_model(content)  # a clear error for damaged files before the interpreter sees them
-        runner = TfliteRunner(content)
+        runner = TfliteRunner(content, runtime=args.runtime)
         shape = tuple(int(s) for s in runner.input["shape"][1:])
         x, y = _test_arrays(args.dataset, args.data_dir, args.model, shape, args.limit)
         result, logits = evaluate_arrays(runner, x, y)

@@ -7,11 +7,12 @@ so the verifier reads the file itself rather than trusting the converter.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-__all__ = ["TensorInfo", "OpInfo", "ModelInfo", "read_model", "TfliteFormatError"]
+__all__ = ["TensorInfo", "OpInfo", "ModelInfo", "read_model", "snap_scales", "TfliteFormatError"]
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -122,3 +123,51 @@ def read_model(content: bytes) -> ModelInfo:
             name = f"CUSTOM:{code.customCode.decode() if code.customCode else '?'}"
         ops.append(OpInfo(i, name, int(code.version), _ints(op.inputs), _ints(op.outputs)))
     return ModelInfo(ops, tensors, _ints(graph.inputs), _ints(graph.outputs), len(model.subgraphs))
+
+
+def _nearest_short_mantissa(scale: float, bits: int, rel_tol: float) -> float | None:
+    """scale rounded to 2^k * m with an integer |m| < 2^bits, if it is within rel_tol of one."""
+    if not (scale > 0 and math.isfinite(scale)):
+        return None
+    mantissa, exp = math.frexp(scale)
+    for b in range(1, bits + 1):
+        m = mantissa * 2**b
+        if abs(m - round(m)) <= rel_tol * m:
+            return math.ldexp(round(m), exp - b)
+    return None
+
+
+def snap_scales(content: bytes, bits: int = 7, rel_tol: float = 1e-6) -> tuple[bytes, int]:
+    """Makes every quantization scale that is a float32 ulp or so from 2^k * m exact.
+
+    The TFLite converter folds a BatchNormalization into per-channel weight scales
+    2^l * m_c (m_c the 8-bit BN multiplier) in float32 arithmetic and can land one ulp
+    below the exact value; bias scales inherit it. The integer weights and biases are
+    the same either way, but the runtime's requantization multiplier is then a hair
+    off, which flips exact rounding ties. This rewrites those scales in place (the
+    file layout does not change).
+
+    Args:
+      content: .tflite bytes.
+      bits: significant bits of m (7: an 8-bit signed BN multiplier).
+      rel_tol: how close a scale must be to 2^k * m to be snapped.
+
+    Returns:
+      The new bytes and the number of scale values changed.
+    """
+    buf = bytearray(content)
+    model = schema.Model.GetRootAs(buf, 0)
+    changed = 0
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.TensorsLength()):
+            q = graph.Tensors(i).Quantization()
+            if q is None or q.ScaleLength() == 0:
+                continue
+            view = q.ScaleAsNumpy()  # a view into buf
+            for j, scale in enumerate(view.tolist()):
+                exact = _nearest_short_mantissa(scale, bits, rel_tol)
+                if exact is not None and np.float32(exact) != view[j]:
+                    view[j] = np.float32(exact)
+                    changed += 1
+    return bytes(buf), changed

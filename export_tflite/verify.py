@@ -44,8 +44,13 @@ def is_power_of_two(scale: float) -> bool:
     return mantissa == 0.5
 
 
-def is_pow2_times_int8(scale: float, rel_tol: float = 1e-6) -> bool:
-    """True if `scale` = 2^k * m with an integer 1 <= |m| <= 127 (BN folded per channel)."""
+def is_pow2_times_int8(scale: float, rel_tol: float = 0.0) -> bool:
+    """True if `scale` = 2^k * m with an integer 1 <= |m| <= 127 (BN folded per channel).
+
+    Exact by default: `export_tflite.convert` repairs the converter's one-ulp folding
+    error (`export_tflite.flatbuffer.snap_scales`), and the runtime's requantization
+    depends on the exact value.
+    """
     if not (scale > 0 and math.isfinite(scale)):
         return False
     mantissa, exp = math.frexp(scale)  # scale = mantissa * 2^exp, mantissa in [0.5, 1)

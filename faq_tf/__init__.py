@@ -9,13 +9,16 @@ The quantization core:
 Where things live: `faq_tf.quantizers` (the Q(b, l) maths), `faq_tf.configs`
 (QuantizeConfig), `faq_tf.registry` (which layers, how), `faq_tf.policy` (which
 bits where), `faq_tf.calibration` (activation ranges), `faq_tf.graph` (model
-rewriting) and `faq_tf.quantize` (the public entry point).
+rewriting) and `faq_tf.quantize` (the public entry point). For integer deployment:
+`faq_tf.accumulator` (biases and BN onto the runtime's grids) and `faq_tf.outputs`
+(8-bit scales for the outputs a policy keeps wide).
 """
 
 from faq_tf import compat  # noqa: F401  (must run before TensorFlow is imported)
 from faq_tf.accumulator import snap_to_accumulator_grid
 from faq_tf.calibration import CalibrationError
 from faq_tf.introspect import precision_summary, quantized_tensors
+from faq_tf.outputs import float_outputs, quantize_float_outputs
 from faq_tf.policy import Precision, parse_precision
 from faq_tf.quantize import load_model, quantize_model, quantize_scope, save_model
 from faq_tf.registry import UnsupportedLayerError
@@ -25,10 +28,12 @@ __version__ = "0.1.0"
 __all__ = [
     "CalibrationError",
     "Precision",
+    "float_outputs",
     "UnsupportedLayerError",
     "load_model",
     "parse_precision",
     "precision_summary",
+    "quantize_float_outputs",
     "quantize_model",
     "quantize_scope",
     "quantized_tensors",

@@ -168,6 +168,8 @@ class LayerPlan:
         "classifier_input", "logits", "fused", "passthrough" or "skipped".
       signed: whether the output range is signed (set by calibration).
       exponent: the output's l (set by calibration); None: control value.
+      rounding: the tie rule of the integer op that computes the output: that of the
+        first layer up the chain of layers fused into it (conv -> BN -> ReLU: the conv's).
     """
 
     name: str
@@ -177,6 +179,7 @@ class LayerPlan:
     role: str = "passthrough"
     signed: bool = False
     exponent: int | None = None
+    rounding: str = "half_up"
 
 
 def _is_relu(layer) -> bool:
@@ -335,4 +338,18 @@ def plan_model(
                     logging.warning("Override ignored for '%s': its output range is fixed.", name)
                 else:
                     plan.activation_bits = ov.activation_bits
+    for name, plan in plans.items():
+        if plan.activation_bits is not None and name in infos:
+            plan.rounding = _output_rounding(name, graph, plans)
     return plans
+
+
+def _output_rounding(name: str, graph: Graph, plans: dict[str, LayerPlan]) -> str:
+    """The tie rule of the integer op computing `name`'s output (walks up fused layers)."""
+    while True:
+        producers = graph.producers[name]
+        if len(producers) != 1 or plans[producers[0]].role != "fused":
+            break
+        name = producers[0]
+    layer = graph.layers[name]
+    return registry.get_layer_info(layer).rounding if registry.supports(layer) else "half_up"

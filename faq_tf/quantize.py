@@ -16,8 +16,10 @@ from typing import Any
 from faq_tf import calibration, graph, policy, registry
 from faq_tf.compat import custom_objects, keras, tfmot
 from faq_tf.introspect import initialize_weight_exponents, precision_summary
-from faq_tf.layers import QuantizeInput
+from faq_tf.layers import BatchNormWrapper, QuantizeInput
 from faq_tf.quantizers import ActivationQuantizer, control_exponent
+
+_Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
 
 __all__ = ["quantize_model", "quantize_scope", "save_model", "load_model"]
 
@@ -49,6 +51,7 @@ def _nonnegative(model: keras.Model, g: graph.Graph) -> dict[str, bool]:
         elif info.output == registry.PASSTHROUGH or type(layer) in (
             keras.layers.Concatenate,
             keras.layers.AveragePooling2D,
+            keras.layers.MaxPooling2D,
             keras.layers.GlobalAveragePooling2D,
             keras.layers.Add,
         ):
@@ -127,23 +130,30 @@ def quantize_model(
             p.signed = not nonneg[n]
             p.exponent = control_exponent(p.activation_bits, p.signed)
 
+    g = graph.model_graph(canonical)
+    _share_concat_scales(plans, g)
+
     def make_layers(layer):
         plan = plans[layer.name]
         clone = graph.clone_layer(layer)
         if plan.role == "skipped":
             return [clone]
         config = registry.get_quantize_config(
-            layer, plan.weight_bits, plan.activation_bits, plan.signed, plan.exponent, weight_clip_sigmas
+            layer, plan.weight_bits, plan.activation_bits, plan.signed, plan.exponent, weight_clip_sigmas, plan.rounding
         )
         if config is None:
             return [clone]
-        return [tfmot.quantization.keras.QuantizeWrapperV2(clone, config)]
+        if isinstance(clone, keras.layers.BatchNormalization):
+            producers = g.producers[layer.name]
+            folded = len(producers) == 1 and plans[producers[0]].role == "fused"
+            return [BatchNormWrapper(clone, config, standalone=not folded)]
+        return [_Wrapper(clone, config)]
 
     def input_layers(name):
         plan = plans[name]
         if plan.activation_bits is None:
             return []
-        q = ActivationQuantizer(plan.activation_bits, plan.signed, plan.exponent)
+        q = ActivationQuantizer(plan.activation_bits, plan.signed, plan.exponent, plan.rounding)
         return [QuantizeInput(q, name=f"{name}_quantize")]
 
     with quantize_scope():
@@ -152,6 +162,57 @@ def quantize_model(
     if verbose:  # the report the caller asked for
         print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
     return qat
+
+
+def _share_concat_scales(plans: dict[str, policy.LayerPlan], g: graph.Graph) -> None:
+    """Gives tensors the scale the TFLite converter will give them, so Keras rounds the same.
+
+    * AveragePooling2D, MaxPooling2D: the integer op keeps its input's scale; the output
+      takes the input's bits, exponent and sign. (MaxPooling2D has its own output
+      quantizer, a no-op on values already on the grid, because the converter turns a
+      max-pooled tensor read by both convs and an average pool, as in InceptionV3's
+      mixed0, into float without one.)
+    * Concatenate: the converter gives a joined tensor the concat's scale (rounding its
+      accumulator once, straight to that grid) unless the op producing it fixes its scale
+      (an average pool: a QUANTIZE op then re-rounds it, as the Keras concat's quantizer
+      does). The concat and the joined tensors get one exponent (the coarsest, so every
+      range is kept) and one sign (with mixed signs the converter picks a range that is
+      not a power of two).
+    """
+    for name, plan in plans.items():
+        layer = g.layers[name]
+        if (
+            type(layer) in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)
+            and plan.activation_bits is not None
+        ):
+            source = _stored_input(plans, g, g.producers[name][0])
+            if source is not None:
+                plan.activation_bits, plan.exponent, plan.signed = (
+                    source.activation_bits,
+                    source.exponent,
+                    source.signed,
+                )
+    for name, plan in plans.items():
+        layer = g.layers[name]
+        if type(layer) is not keras.layers.Concatenate or plan.activation_bits is None:
+            continue
+        joined = [_stored_input(plans, g, n) for n in g.producers[name]]
+        group = [plan] + [p for p in joined if p is not None and p.class_name != "AveragePooling2D"]
+        exponents = [p.exponent for p in group if p.exponent is not None]
+        signed = plan.signed or any(p.signed for p in joined if p is not None)
+        for p in group:
+            p.exponent = max(exponents) if exponents else p.exponent
+            p.signed = signed
+
+
+def _stored_input(plans: dict[str, policy.LayerPlan], g: graph.Graph, name: str) -> policy.LayerPlan | None:
+    """The plan of the quantized tensor a layer input comes from (through pass-through layers)."""
+    while plans[name].activation_bits is None:
+        producers = g.producers[name]
+        if plans[name].role not in ("passthrough", "input") or len(producers) != 1:
+            return None
+        name = producers[0]
+    return plans[name]
 
 
 _KERAS_FORMAT_ERROR = (

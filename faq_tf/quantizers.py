@@ -46,6 +46,9 @@ __all__ = [
     "weight_exponent",
     "fake_quant",
     "packed_sub8bit_weights",
+    "export_trace",
+    "exporting",
+    "ROUNDING_MODES",
     "FixedPointQuantizer",
     "WeightQuantizer",
     "ActivationQuantizer",
@@ -87,6 +90,50 @@ def packed_sub8bit_weights(enabled: bool = True):
         yield
     finally:
         _STORAGE.packed = previous
+
+
+@contextlib.contextmanager
+def export_trace():
+    """Within this context, activation quantizers trace only ops the TFLite converter maps.
+
+    Outside it, inference (training=False) also applies the integer runtime's tie rule
+    (`ROUNDING_MODES`), a few elementwise ops that the converter would keep as float.
+    `export_tflite.convert` traces the model inside this context.
+    """
+    previous = getattr(_STORAGE, "export", False)
+    _STORAGE.export = True
+    try:
+        yield
+    finally:
+        _STORAGE.export = previous
+
+
+def exporting() -> bool:
+    """True inside `export_trace()`."""
+    return getattr(_STORAGE, "export", False)
+
+
+# How an integer runtime rounds a value that lies exactly halfway between two levels.
+# FakeQuant (training) rounds ties up; LiteRT's CPU kernels (XNNPACK, its default) round
+# ties to even in CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and MEAN, up in ADD and in
+# the QUANTIZE that requantizes a CONCATENATION input, and away from zero in
+# AVERAGE_POOL_2D (which XNNPACK leaves to the builtin kernel). Measured op by op:
+# tests/test_export.py::test_integer_model_computes_what_keras_computes. At inference the Keras model applies the
+# rule of the op that produces each tensor (`faq_tf.registry`), so that it computes what
+# the integer model computes, tie for tie.
+ROUNDING_MODES = ("half_up", "half_even", "half_away")  # half_away: from the int8 zero point
+
+
+def _tie_correction(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float, rounding: str) -> tf.Tensor:
+    """What to subtract from FakeQuant's half-up result to round ties by `rounding`."""
+    t = x / step  # exact: step is a power of two
+    floor = tf.math.floor(t)
+    tie = tf.logical_and(tf.equal(t - floor, 0.5), tf.logical_and(floor >= q_min, floor + 1.0 <= q_max))
+    if rounding == "half_even":
+        down = tf.equal(tf.math.floormod(floor, 2.0), 0.0)
+    else:  # half_away: away from the int8 storage's zero, level 0 (signed) or 2^7 (unsigned)
+        down = floor < (0.0 if q_min < 0 else 2.0**7)
+    return tf.cast(tf.logical_and(tie, down), x.dtype) * step
 
 
 # Smallest l a tensor may get. The TFLite converter widens any range narrower than 1e-6
@@ -203,6 +250,7 @@ def fake_quant(
     signed: bool,
     per_channel: bool = False,
     constant: bool = False,
+    rounding: str = "half_up",
 ) -> tf.Tensor:
     """Applies Q(b, l) to `x` with ops the TFLite converter understands.
 
@@ -216,6 +264,9 @@ def fake_quant(
       constant: `x` is a parameter the converter must fold into another op (a BN
         multiplier, a bias): use plain arithmetic, because a FakeQuant op would stop
         the folding and leave the conv in float.
+      rounding: how exact ties round (`ROUNDING_MODES`); anything but "half_up" adds
+        elementwise ops after the FakeQuant, so use it for inference only. Activations
+        only (not with `per_channel` or `constant`).
 
     Returns:
       The quantized tensor, same shape and dtype as `x`.
@@ -240,11 +291,20 @@ def fake_quant(
         x = tf.minimum(x, q_max * step)
         if signed:
             x = tf.maximum(x, q_min * step)
-        q_min, q_max = integer_range(8, signed)
         bits = 8
-    return tf.quantization.fake_quant_with_min_max_vars(
-        x, q_min * step, q_max * step, num_bits=bits, narrow_range=signed
-    )
+    if signed:
+        # The runtime clamps a signed activation to the storage's full range, so the
+        # Keras model does too: [-2^(b-1), 2^(b-1) - 1] (b-bit values are clipped above).
+        _, q_max = integer_range(bits, signed)
+        q_min = -q_max - 1
+    else:
+        q_min, q_max = integer_range(bits, signed)
+    y = tf.quantization.fake_quant_with_min_max_vars(x, q_min * step, q_max * step, num_bits=bits)
+    if rounding == "half_up":
+        return y
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
+    return y - tf.stop_gradient(_tie_correction(x, step, q_min, q_max, rounding))
 
 
 class FixedPointQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
@@ -338,9 +398,11 @@ class ActivationQuantizer(FixedPointQuantizer):
         (residual branches, linear bottlenecks, logits, a normalized input).
       exponent: the initial l. Calibration overwrites the stored variable; None picks
         the uncalibrated control value of section 3.2 (`control_exponent`).
+      rounding: the tie rule of the integer op that produces this tensor
+        (`ROUNDING_MODES`), applied at inference; training always rounds ties up.
     """
 
-    def __init__(self, bits: int = 8, signed: bool = False, exponent: int | None = None):
+    def __init__(self, bits: int = 8, signed: bool = False, exponent: int | None = None, rounding: str = "half_up"):
         self.bits = _check_bits(bits)
         self.signed = bool(signed)
         if exponent is None:
@@ -348,16 +410,21 @@ class ActivationQuantizer(FixedPointQuantizer):
         if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
             raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
         self.exponent = exponent
+        if rounding not in ROUNDING_MODES:
+            raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
+        self.rounding = rounding
 
     def build(self, tensor_shape, name: str, layer) -> dict[str, tf.Variable]:
         var = self._exponent_variable(layer, name, self.exponent, tf.VariableAggregation.ONLY_FIRST_REPLICA)
         return {"exponent": var}
 
     def __call__(self, inputs, training, weights, **kwargs):
-        return fake_quant(inputs, self.bits, weights["exponent"], signed=self.signed)
+        exact_ties = not tf.is_tensor(training) and not training and not exporting()
+        rounding = self.rounding if exact_ties else "half_up"
+        return fake_quant(inputs, self.bits, weights["exponent"], signed=self.signed, rounding=rounding)
 
     def get_config(self) -> dict[str, Any]:
-        return {"bits": self.bits, "signed": self.signed, "exponent": self.exponent}
+        return {"bits": self.bits, "signed": self.signed, "exponent": self.exponent, "rounding": self.rounding}
 
 
 @register

@@ -60,6 +60,8 @@ class LayerInfo:
       output: "computed", "activation" or "passthrough".
       fuses_into: kinds of sole consumer ("batch_norm", "relu") that absorb the output.
       per_channel_weights: emit per-channel FakeQuant ops for the kernel.
+      rounding: how the integer op computing the output rounds exact ties (see
+        `faq_tf.quantizers.ROUNDING_MODES`); the Keras model copies it at inference.
     """
 
     layer_class: type
@@ -67,10 +69,11 @@ class LayerInfo:
     output: str = PASSTHROUGH
     fuses_into: tuple[str, ...] = ()
     per_channel_weights: bool = False
+    rounding: str = "half_up"
 
 
 def _conv(cls, kernel: str, fuses=(FUSES_BN, FUSES_RELU), per_channel: bool = True) -> LayerInfo:
-    return LayerInfo(cls, ((kernel, WEIGHT), ("bias", BIAS)), COMPUTED, fuses, per_channel)
+    return LayerInfo(cls, ((kernel, WEIGHT), ("bias", BIAS)), COMPUTED, fuses, per_channel, "half_even")
 
 
 def _passthrough(cls) -> LayerInfo:
@@ -81,22 +84,23 @@ _LAYER_TABLE: tuple[LayerInfo, ...] = (
     _conv(L.Conv2D, "kernel"),
     _conv(L.DepthwiseConv2D, "depthwise_kernel"),
     _conv(L.Dense, "kernel", fuses=(FUSES_RELU,), per_channel=False),
-    LayerInfo(
+    LayerInfo(  # folded into the conv before it; standalone, exported as a 1x1 depthwise conv
         L.BatchNormalization,
         (("gamma", BN_MULTIPLIER), ("beta", BIAS)),
         COMPUTED,
         (FUSES_RELU,),
+        rounding="half_even",
     ),
     LayerInfo(L.ReLU, output=ACTIVATION),
     LayerInfo(L.Activation, output=ACTIVATION),
     LayerInfo(L.Add, output=COMPUTED, fuses_into=(FUSES_RELU,)),
     LayerInfo(L.Concatenate, output=COMPUTED),
-    LayerInfo(L.AveragePooling2D, output=COMPUTED),
-    LayerInfo(L.GlobalAveragePooling2D, output=COMPUTED),
+    LayerInfo(L.AveragePooling2D, output=COMPUTED, rounding="half_away"),
+    LayerInfo(L.GlobalAveragePooling2D, output=COMPUTED, rounding="half_even"),
     LayerInfo(L.Rescaling, output=COMPUTED),
     LayerInfo(L.Normalization, output=COMPUTED),
     _passthrough(L.InputLayer),
-    _passthrough(L.MaxPooling2D),
+    LayerInfo(L.MaxPooling2D, output=COMPUTED),  # quantized at its input's scale (faq_tf.quantize)
     _passthrough(L.GlobalMaxPooling2D),
     _passthrough(L.ZeroPadding2D),
     _passthrough(L.Cropping2D),
@@ -184,6 +188,7 @@ def get_quantize_config(
     signed: bool = False,
     exponent: int | None = None,
     clip_sigmas: float | None = None,
+    rounding: str = "half_up",
 ) -> FaqQuantizeConfig | None:
     """Builds the QuantizeConfig for one layer.
 
@@ -194,6 +199,7 @@ def get_quantize_config(
       signed: whether the output range is signed.
       exponent: the output's l (from calibration); None uses the control value.
       clip_sigmas: k for the weight quantizers; None uses the per-bit default.
+      rounding: the tie rule of the op that produces the output (`output_rounding`).
 
     Returns:
       The config, or None when nothing in the layer is quantized.
@@ -213,7 +219,7 @@ def get_quantize_config(
             fixed_exponent, fixed_signed = _FIXED_FUNCTIONS[activation_function_name(layer)]
             output = FixedExponentQuantizer(8, fixed_exponent, fixed_signed, constant=False)
         else:
-            output = ActivationQuantizer(activation_bits, signed, exponent)
+            output = ActivationQuantizer(activation_bits, signed, exponent, rounding)
     if not weights and output is None:
         return None
     return FaqQuantizeConfig(weights, output)

@@ -287,7 +287,9 @@ def test_every_listed_layer_type(images, capsys):
     assert bits[("rescale", "output")] == (8, True)  # signed: [-1, 1)
     assert bits[("norm", "output")][0] == 8
     assert bits[("relu6", "output")] == (4, False)
-    assert bits[("avg", "output")][0] == 8
+    assert bits[("avg", "output")] == (4, False)  # an average pool keeps its input's grid
+    exponents = {(qt.layer, qt.tensor): qt.exponent for qt in faq_tf.quantized_tensors(qat)}
+    assert exponents[("avg", "output")] == exponents[("relu6", "output")]
     assert bits[("fc_relu", "output")] == (8, False)  # feeds the classifier
     assert bits[("bn", "gamma")][0] == 8  # scale=False became gamma = 1, quantized
     y = qat.predict(images[:4], verbose=0)

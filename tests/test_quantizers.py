@@ -29,7 +29,7 @@ QUANT_TABLE = [
     # 8-bit signed, step 1/16, levels -127..127
     (8, -4, True, -0.03125, 0.0),  # -0.5 -> 0
     (8, -4, True, -7.96875, -7.9375),  # -127.5 -> floor(-127.0) = -127
-    (8, -4, True, -10.0, -7.9375),  # clipped at -127 (the symmetric range has no -128)
+    (8, -4, True, -10.0, -7.9375),  # weights: clipped at -127 (activations: see ACTIVATION_RANGE)
     (8, -4, True, 7.9, 7.875),  # 126.4 -> 126
     # 2-bit signed, step 1: levels -1, 0, 1
     (2, 0, True, 0.6, 1.0),
@@ -41,10 +41,42 @@ QUANT_TABLE = [
 ]
 
 
+# Signed activations clamp where the int8 runtime clamps them, at -2^(b-1) (8-bit storage):
+# weights and constants keep the paper's symmetric range.
+ACTIVATION_RANGE = {(8, -4, True, -10.0): -8.0}
+
+
 @pytest.mark.parametrize("bits,l,signed,x,expected", QUANT_TABLE)
 def test_fake_quant_table(bits, l, signed, x, expected):
     got = Q.fake_quant(tf.constant([x], tf.float32), bits, float(l), signed).numpy()[0]
-    assert got == pytest.approx(expected, abs=1e-7)
+    assert got == pytest.approx(ACTIVATION_RANGE.get((bits, l, signed, x), expected), abs=1e-7)
+
+
+@pytest.mark.parametrize("rounding", Q.ROUNDING_MODES)
+def test_rounding_modes_round_ties_as_the_runtime_does(rounding):
+    steps = np.array([2.5, 3.5, -2.5, -3.5, 2.4, -2.6, 126.5, 127.5, -127.5, -128.5], np.float32)
+    expected = {
+        "half_up": [3, 4, -2, -3, 2, -3, 127, 127, -127, -128],
+        "half_even": [2, 4, -2, -4, 2, -3, 126, 127, -128, -128],
+        "half_away": [3, 4, -3, -4, 2, -3, 127, 127, -128, -128],
+    }[rounding]
+    x = tf.constant(steps * 2.0**-3)
+    y = Q.fake_quant(x, 8, -3.0, True, rounding=rounding).numpy() * 8
+    np.testing.assert_array_equal(y, expected)
+    with pytest.raises(ValueError, match="rounding"):
+        Q.ActivationQuantizer(8, rounding="nearest")
+
+
+def test_activation_rounding_applies_at_inference_only():
+    q = Q.ActivationQuantizer(8, signed=False, exponent=0, rounding="half_even")
+    layer = keras.layers.Layer()
+    weights = q.build((None, 3), "out", layer)
+    x = tf.constant([0.5, 1.5, 2.5])
+    np.testing.assert_array_equal(q(x, True, weights).numpy(), [1, 2, 3])  # training: FakeQuant, ties up
+    np.testing.assert_array_equal(q(x, False, weights).numpy(), [0, 2, 2])  # inference: the runtime's rule
+    with Q.export_trace():  # what the converter sees: FakeQuant alone
+        np.testing.assert_array_equal(q(x, False, weights).numpy(), [1, 2, 3])
+    assert Q.ActivationQuantizer.from_config(q.get_config()) == q
 
 
 @pytest.mark.parametrize("bits,l,signed,x,expected", [r for r in QUANT_TABLE if r[0] <= 16])
@@ -62,7 +94,10 @@ def test_levels_count_and_grid(bits, signed):
     x = tf.linspace(q_min * 0.25 - 2.0, q_max * 0.25 + 2.0, 20001)
     y = Q.fake_quant(x, bits, -2.0, signed).numpy()
     levels = np.unique(y)
-    assert len(levels) == q_max - q_min + 1
+    # 8-bit signed activations also hold -128 (the runtime's clamp); 4-bit ones are clipped to -7.
+    extra = 1 if signed and bits == 8 else 0
+    assert len(levels) == q_max - q_min + 1 + extra
+    assert levels.min() == (q_min - extra) * 0.25 and levels.max() == q_max * 0.25
     np.testing.assert_array_equal(levels * 4, np.round(levels * 4))  # on the 2^-2 grid
 
 

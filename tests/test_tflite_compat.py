@@ -13,6 +13,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 import faq_tf
 from faq_tf import introspect
 from faq_tf.compat import tf
+from faq_tf.quantizers import export_trace
 
 
 def _convert(qat):
@@ -20,7 +21,10 @@ def _convert(qat):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    # The stock converter works when it traces the model inside export_trace(): outside it,
+    # inference adds the runtime's tie rule as elementwise float ops (export_tflite does this).
+    with export_trace():
+        return converter.convert()
 
 
 def _is_pow2(s: float) -> bool:

@@ -27,6 +27,7 @@ from faq_tf.compat import keras, tf
 from faq_tf.data.datasets import get_source, make_input
 from faq_tf.diagnostics.grad_noise import EMA_FACTOR, GradNoiseMonitor
 from faq_tf.models import build_model
+from faq_tf.outputs import float_outputs, quantize_float_outputs
 from faq_tf.quantize import quantize_model, save_model
 from faq_tf.training.checkpoints import restore_latest_good
 from faq_tf.training.config import TrainConfig
@@ -287,13 +288,27 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
                     _write_metrics(metrics_path, history)
 
     final = history[-1] if history else {}
-    # Biases onto the int32 accumulator grid, so the saved model computes what the
-    # exported integer model does (moves are at most half an accumulator step).
+    # The saved model is the one the integer model reproduces: biases and BN constants on
+    # the runtime's grids (moves of at most about half an accumulator step) and, where the
+    # policy kept the logits wide, their 8-bit deployment scale calibrated like the rest.
     snapped = snap_to_accumulator_grid(model)
-    if snapped.moved:
+    if snapped.changed:
         logging.info("snapped %d bias values in %d layers to the accumulator grid", snapped.moved, len(snapped.layers))
-    if snapped.moved or not any("test_top1" in h for h in history[-1:]):
+    wide = float_outputs(model) if config.precision != "fp32" and not is_tfmot_baseline(config.precision) else []
+    if wide:
+        wide_result = trainer.evaluate(test_ds, config.eval_steps)
+        with strategy.scope():
+            model = quantize_float_outputs(
+                model,
+                _calibration_batches(source, config, input_shape, spec.preprocess),
+                config.calibration_percentile,
+            )
+        trainer.use_model(model)
+        logging.info("quantized the wide outputs %s to 8 bits for deployment", wide)
+    if snapped.changed or wide or not any("test_top1" in h for h in history[-1:]):
         final = {**final, **trainer.evaluate(test_ds, config.eval_steps)}
+    if wide:
+        final.update({f"{k}_wide_outputs": v for k, v in wide_result.items()})
     with _saving("the model", os.path.join(write_dir, "model.h5"), manager):
         save_model(model, os.path.join(write_dir, "model.h5"))
     if chief:

@@ -175,6 +175,11 @@ class Trainer:
             reset()
         return float(total), finite
 
+    def use_model(self, model: keras.Model) -> None:
+        """Evaluates `model` from now on (the same network with its outputs quantized)."""
+        self.model = model
+        self._eval_fn = None
+
     def evaluate(self, dataset, steps: int | None = None) -> dict[str, float]:
         """Top-1, top-5 (%) and loss over a distributed test dataset."""
         for m in (self.test_loss, self.test_top1, self.test_top5):
