@@ -1,11 +1,20 @@
-"""Export fidelity on keras.applications models (random weights, small inputs, after calibration).
+"""Export fidelity and size on keras.applications models (random weights, small inputs).
 
 For ResNet50, MobileNetV2, InceptionV3 and DenseNet121 at w8a8 and w4a4: quantize with
-calibration on random images, convert to a fully integer .tflite (int8 I/O, batch 1),
-and compare the integer model's logits (the classifier without its softmax) with the
-Keras model's on other random images, in output quantization steps.
+calibration on random images, convert to a fully integer .tflite (int8 I/O, batch 1), and
+compare the integer model's logits (the classifier without its softmax) with the Keras
+model's on other random images, in output quantization steps, on LiteRT's default CPU
+path (XNNPACK). Sizes are against the float .tflite of the same network; w4a4 is also
+converted with --pack_int4.
 
-Usage: python benchmarks/export_applications.py [--images 32] [--out runs/export_applications.json]
+Random weights: Keras's initializers, plus (default, --bn_init=random) BatchNormalization
+statistics drawn at random as a trained network has them. With Keras's BN defaults
+(gamma 1, mean 0, variance 1) every BN of a given width has the same multipliers, and the
+TFLite converter merges equal constants: two of DenseNet121's standalone BNs then share
+one kernel and lose its FakeQuant (the exporter refuses that model, naming the layers).
+
+Usage: python benchmarks/export_applications.py [--images 32] [--bn_init random|keras]
+         [--out runs/export_applications.json]
 """
 
 import argparse
@@ -18,31 +27,44 @@ import numpy as np
 import faq_tf
 from export_tflite import ExportError, convert, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner, compare
-from faq_tf.compat import keras
+from faq_tf.compat import keras, tf
 
 APPS = {"ResNet50": 32, "MobileNetV2": 32, "InceptionV3": 75, "DenseNet121": 32}
 
 
+def _random_bn(model: keras.Model, rng: np.random.RandomState) -> None:
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.beta.shape[0]
+            gamma = [rng.uniform(0.5, 1.5, n)] if layer.scale else []
+            layer.set_weights(gamma + [rng.normal(0, 0.2, n), rng.normal(0, 0.2, n), rng.uniform(0.5, 2.0, n)])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--out", default="runs/export_applications.json")
     parser.add_argument("--models", nargs="*", default=list(APPS))
+    parser.add_argument("--bn_init", choices=["random", "keras"], default="random")
     args = parser.parse_args()
     rows = []
     for name in args.models:
         size = APPS[name]
+        keras.utils.set_random_seed(0)
         # Logits (no softmax), so that the comparison is on the values the softmax would squash.
         model = getattr(keras.applications, name)(
             weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None
         )
         rng = np.random.RandomState(0)
+        if args.bn_init == "random":
+            _random_bn(model, rng)
+        fp32_bytes = len(tf.lite.TFLiteConverter.from_keras_model(model).convert())
         calib = rng.rand(32, size, size, 3).astype("float32")
         test = rng.rand(args.images, size, size, 3).astype("float32")
         for precision in ("w8a8", "w4a4"):
             start = time.perf_counter()
             qat = faq_tf.quantize_model(model, precision, calib, batch_size=8, verbose=False)
-            row = {"model": name, "precision": precision, "input": size}
+            row = {"model": name, "precision": precision, "input": size, "bn_init": args.bn_init}
             try:
                 content = convert(qat, representative_data=calib)
             except ExportError as e:  # reported in the table, not hidden
@@ -58,6 +80,11 @@ def main() -> None:
             result.pop("keras_top1")
             row.update(result)
             row["fully_integer"] = verify(content).ok
+            row["size_vs_fp32"] = round(len(content) / fp32_bytes, 4)
+            if precision != "w8a8":
+                row["packed_size_vs_fp32"] = round(
+                    len(convert(qat, representative_data=calib, pack_int4=True)) / fp32_bytes, 4
+                )
             row["seconds"] = round(time.perf_counter() - start, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -66,16 +93,18 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)
     print(
-        "\n| model | precision | outputs within 1 step (%) | max diff (steps) | top-1 agreement (%) | fully integer |"
+        "\n| model | precision | logits within 1 step (%) | identical (%) | max diff (steps) | top-1 agreement (%) "
+        "| size vs fp32 | packed INT4 | fully integer |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['model']} | {r['precision']} | - | - | - | no: {r['error'][:150]} |")
+            print(f"| {r['model']} | {r['precision']} | - | - | - | - | - | - | no: {r['error'][:150]} |")
             continue
         print(
-            f"| {r['model']} | {r['precision']} | {r['within_one_step']:.2f} | {r['max_logit_diff_steps']:.0f} | "
-            f"{r['top1_agreement']:.1f} | {r['fully_integer']} |"
+            f"| {r['model']} ({r['input']}x{r['input']}) | {r['precision']} | {r['within_one_step']:.2f} "
+            f"| {r['identical']:.2f} | {r['max_logit_diff_steps']:.0f} | {r['top1_agreement']:.1f} "
+            f"| {r['size_vs_fp32']:.3f}x | {r.get('packed_size_vs_fp32', float('nan')):.3f}x | {r['fully_integer']} |"
         )
 
 

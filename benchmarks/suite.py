@@ -150,9 +150,11 @@ def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_round
             _log(f"{method} seed {seed}: .tflite top-1 {deployed[method][-1]:.2f}")
     deployed["ptq_int8"] = [evaluate_arrays(TfliteRunner(files["ptq_int8"]), x_test, y_test)[0]["top1"]]
 
-    runners = {name: TfliteRunner(content, threads=1) for name, content in files.items()}
+    runners = {name: TfliteRunner(content, threads=1, runtime="builtin") for name, content in files.items()}
     times = {name: [] for name in runners}
-    _log(f"latency: {latency_rounds} interleaved rounds, batch 1, 1 thread")
+    # LiteRT's builtin kernels (XNNPACK's fp32 path is as fast as its int8 one on this tiny
+    # network; benchmarks/export_fidelity.py times both paths).
+    _log(f"latency: {latency_rounds} interleaved rounds, batch 1, 1 thread, builtin kernels")
     for _ in range(latency_rounds):
         for name, runner in runners.items():
             start = time.perf_counter()

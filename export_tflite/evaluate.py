@@ -110,6 +110,7 @@ def compare(tflite_logits: np.ndarray, keras_logits: np.ndarray, labels: np.ndar
         "top1_agreement": float(np.mean(np.argmax(tflite_logits, 1) == np.argmax(keras_logits, 1)) * 100),
         "max_logit_diff_steps": float(steps.max()),
         "within_one_step": float(np.mean(steps <= 1.0 + 1e-6) * 100),
+        "identical": float(np.mean(steps < 1e-6) * 100),
         "output_scale": output_scale,
     }
 

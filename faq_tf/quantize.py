@@ -174,35 +174,39 @@ def _share_concat_scales(plans: dict[str, policy.LayerPlan], g: graph.Graph) -> 
       mixed0, into float without one.)
     * Concatenate: the converter gives a joined tensor the concat's scale (rounding its
       accumulator once, straight to that grid) unless the op producing it fixes its scale
-      (an average pool: a QUANTIZE op then re-rounds it, as the Keras concat's quantizer
+      (a pooling op: a QUANTIZE op then re-rounds it, as the Keras concat's quantizer
       does). The concat and the joined tensors get one exponent (the coarsest, so every
       range is kept) and one sign (with mixed signs the converter picks a range that is
       not a power of two).
     """
-    for name, plan in plans.items():
-        layer = g.layers[name]
-        if (
-            type(layer) in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D)
-            and plan.activation_bits is not None
-        ):
-            source = _stored_input(plans, g, g.producers[name][0])
-            if source is not None:
-                plan.activation_bits, plan.exponent, plan.signed = (
-                    source.activation_bits,
-                    source.exponent,
-                    source.signed,
-                )
-    for name, plan in plans.items():
-        layer = g.layers[name]
-        if type(layer) is not keras.layers.Concatenate or plan.activation_bits is None:
-            continue
-        joined = [_stored_input(plans, g, n) for n in g.producers[name]]
-        group = [plan] + [p for p in joined if p is not None and p.class_name != "AveragePooling2D"]
-        exponents = [p.exponent for p in group if p.exponent is not None]
-        signed = plan.signed or any(p.signed for p in joined if p is not None)
-        for p in group:
-            p.exponent = max(exponents) if exponents else p.exponent
-            p.signed = signed
+    # Until every rule holds at once (InceptionV3: pools of concats, nested concats). It ends:
+    # exponents only grow and signs only turn signed, pools copying their (growing) sources.
+    changed = True
+    while changed:
+        changed = False
+        for name, plan in plans.items():
+            kind = type(g.layers[name])
+            if plan.activation_bits is None:
+                continue
+            if kind in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D):
+                source = _stored_input(plans, g, g.producers[name][0])
+                group, shared = [plan], None
+                if source is not None:
+                    shared = (source.activation_bits, source.exponent, source.signed)
+            elif kind is keras.layers.Concatenate:
+                joined = [_stored_input(plans, g, n) for n in g.producers[name]]
+                fixed = ("AveragePooling2D", "MaxPooling2D")  # keep their input's scale: requantized
+                group = [plan] + [p for p in joined if p is not None and p.class_name not in fixed]
+                exponents = [p.exponent for p in group if p.exponent is not None]
+                signed = plan.signed or any(p.signed for p in joined if p is not None)
+                shared = None if not exponents else (None, max(exponents), signed)
+            else:
+                continue
+            for p in group if shared is not None else []:
+                bits = shared[0] if shared[0] is not None else p.activation_bits
+                if (p.activation_bits, p.exponent, p.signed) != (bits, shared[1], shared[2]):
+                    p.activation_bits, p.exponent, p.signed = bits, shared[1], shared[2]
+                    changed = True
 
 
 def _stored_input(plans: dict[str, policy.LayerPlan], g: graph.Graph, name: str) -> policy.LayerPlan | None:

@@ -84,12 +84,8 @@ def packed_sub8bit_weights(enabled: bool = True):
     the b-bit range plus an 8-bit FakeQuant with the same step: int8 storage holding only
     b-bit values. Both compute the same numbers.
     """
-    previous = getattr(_STORAGE, "packed", False)
-    _STORAGE.packed = enabled
-    try:
+    with _tracing_flag("packed", enabled):
         yield
-    finally:
-        _STORAGE.packed = previous
 
 
 @contextlib.contextmanager
@@ -100,12 +96,18 @@ def export_trace():
     (`ROUNDING_MODES`), a few elementwise ops that the converter would keep as float.
     `export_tflite.convert` traces the model inside this context.
     """
-    previous = getattr(_STORAGE, "export", False)
-    _STORAGE.export = True
+    with _tracing_flag("export", True):
+        yield
+
+
+@contextlib.contextmanager
+def _tracing_flag(name: str, value: bool):
+    previous = getattr(_STORAGE, name, False)
+    setattr(_STORAGE, name, value)
     try:
         yield
     finally:
-        _STORAGE.export = previous
+        setattr(_STORAGE, name, previous)
 
 
 def exporting() -> bool:

@@ -61,7 +61,12 @@ def _inception_model() -> keras.Model:
         b = L.Conv2D(4, 1, use_bias=False, name=f"b{k}")(source)
         b = L.BatchNormalization(scale=False, name=f"b{k}_bn")(b)
         branches.append(L.Activation("relu", name=f"b{k}_relu")(b))
-    x = L.GlobalAveragePooling2D(name="gap")(L.Concatenate(name="mixed")(branches))
+    x = L.Concatenate(name="mixed")(branches)
+    # mixed9's pattern: a concat inside a concat, and an average pool of a concat.
+    pair = [L.Conv2D(4, k, padding="same", activation="relu", name=f"n{k[0]}")(x) for k in ((1, 3), (3, 1))]
+    pool = L.Conv2D(4, 1, activation="relu", name="p_conv")(L.AveragePooling2D(3, 1, "same", name="p_avg")(x))
+    x = L.Concatenate(name="mixed_out")([L.Concatenate(name="nested")(pair), pool])
+    x = L.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(i, L.Dense(10, name="logits")(x), name="inception")
 
 
