@@ -19,8 +19,9 @@ __all__ = ["TfliteRunner", "evaluate_arrays", "compare", "RUNTIMES"]
 
 # "xnnpack": LiteRT's default CPU path (its XNNPACK delegate takes the integer ops it
 # supports), whose tie rules the Keras model copies at inference (faq_tf.quantizers).
-# "builtin": LiteRT's own kernels only; they round some exact ties the other way
-# (and the x86 convolution kernels round twice), so a few values differ by one step.
+# "builtin": LiteRT's own kernels only; they round some exact ties the other way and
+# requantize with two roundings (x86 convolutions), one step here and there that
+# compounds through a network (measured: 97.3% top-1 agreement at w4a4 on Fashion-MNIST).
 RUNTIMES = ("xnnpack", "builtin")
 
 

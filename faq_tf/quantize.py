@@ -113,6 +113,7 @@ def quantize_model(
     if parsed is None:
         return canonical
     plans = policy.plan_model(canonical, parsed, layer_overrides)
+    g = graph.model_graph(canonical)
     quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role != "fixed"}
 
     if calibrate:
@@ -125,13 +126,12 @@ def quantize_model(
             p.signed = ranges[n].signed and p.role != "relu"
             p.exponent = ranges[n].exponent(p.activation_bits, p.signed)
     else:
-        nonneg = _nonnegative(canonical, graph.model_graph(canonical))
+        nonneg = _nonnegative(canonical, g)
         for n, p in quantized.items():
             p.signed = not nonneg[n]
             p.exponent = control_exponent(p.activation_bits, p.signed)
 
-    g = graph.model_graph(canonical)
-    _share_concat_scales(plans, g)
+    _share_runtime_scales(plans, g)
 
     def make_layers(layer):
         plan = plans[layer.name]
@@ -164,7 +164,7 @@ def quantize_model(
     return qat
 
 
-def _share_concat_scales(plans: dict[str, policy.LayerPlan], g: graph.Graph) -> None:
+def _share_runtime_scales(plans: dict[str, policy.LayerPlan], g: graph.Graph) -> None:
     """Gives tensors the scale the TFLite converter will give them, so Keras rounds the same.
 
     * AveragePooling2D, MaxPooling2D: the integer op keeps its input's scale; the output

@@ -168,6 +168,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert [e["lr"] for e in m1["epochs"]] == [e["lr"] for e in m2["epochs"]]
     assert m1["epochs"][1]["batch_size"] == 16
     assert m1["final"]["test_top1"] == pytest.approx(m2["final"]["test_top1"])
+    # w4a4 keeps its logits wide while fine-tuning; the saved model has their 8-bit scale.
+    assert "test_top1_wide_outputs" in m2["final"] and "test_loss_wide_outputs" in m2["final"]
+    assert not faq_tf.float_outputs(faq_tf.load_model(os.path.join(ref.model_dir, "model.h5")))
 
 
 def dataclass_replace(cfg, **kw):

@@ -294,9 +294,11 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
     snapped = snap_to_accumulator_grid(model)
     if snapped.changed:
         logging.info("snapped %d bias values in %d layers to the accumulator grid", snapped.moved, len(snapped.layers))
+    if snapped.changed or not any("test_top1" in h for h in history[-1:]):
+        final = {**final, **trainer.evaluate(test_ds, config.eval_steps)}
     wide = float_outputs(model) if config.precision != "fp32" and not is_tfmot_baseline(config.precision) else []
     if wide:
-        wide_result = trainer.evaluate(test_ds, config.eval_steps)
+        wide_result = {f"{k}_wide_outputs": v for k, v in final.items() if k.startswith("test_")}
         with strategy.scope():
             model = quantize_float_outputs(
                 model,
@@ -305,10 +307,7 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
             )
         trainer.use_model(model)
         logging.info("quantized the wide outputs %s to 8 bits for deployment", wide)
-    if snapped.changed or wide or not any("test_top1" in h for h in history[-1:]):
-        final = {**final, **trainer.evaluate(test_ds, config.eval_steps)}
-    if wide:
-        final.update({f"{k}_wide_outputs": v for k, v in wide_result.items()})
+        final = {**final, **trainer.evaluate(test_ds, config.eval_steps), **wide_result}
     with _saving("the model", os.path.join(write_dir, "model.h5"), manager):
         save_model(model, os.path.join(write_dir, "model.h5"))
     if chief:
