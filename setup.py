@@ -19,6 +19,7 @@ setup(
         "absl-py>=1.2,<2",
         "numpy>=1.23,<3",
         "ai-edge-litert>=1.2,<3",
+        "flatbuffers>=23.5",  # export_tflite rewrites .tflite files (already a TensorFlow dependency)
         "tensorboard>=2.16,<3",
         "matplotlib>=3.5",  # benchmark and diagnostics plots
     ],

@@ -1,13 +1,23 @@
 """export_tflite: fully integer TFLite export of faq_tf models.
 
 * `convert(model, ...) -> bytes`, or `python -m export_tflite --model_dir=DIR --output=m.tflite`
+* `compact(content)`: a smaller file for any .tflite (shared vectors, short names)
 * `verify(content)`, or `python -m export_tflite.verify model.tflite [--edgetpu] [--json]`
 * `python -m export_tflite.evaluate --tflite=m.tflite --dataset=... [--keras_model=...]`
 """
 
 from export_tflite.converter import ExportError, convert, quantize_float_outputs
-from export_tflite.flatbuffer import TfliteFormatError, read_model
+from export_tflite.flatbuffer import TfliteFormatError, compact, read_model
 from export_tflite.verify import Report, verify
 from faq_tf import compat  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-__all__ = ["ExportError", "Report", "TfliteFormatError", "convert", "quantize_float_outputs", "read_model", "verify"]
+__all__ = [
+    "ExportError",
+    "Report",
+    "TfliteFormatError",
+    "compact",
+    "convert",
+    "quantize_float_outputs",
+    "read_model",
+    "verify",
+]

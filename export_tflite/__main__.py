@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--io_dtype", default="int8", choices=["int8", "uint8", "float32"])
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--pack_int4", action="store_true", help="store 4-bit weights as packed INT4")
+    parser.add_argument(
+        "--tensor_names",
+        default="short",
+        choices=["short", "full", "none"],
+        help="tensor names: <layer>/<op> (short), the converter's fused-op names (full), or I/O only (none)",
+    )
     parser.add_argument("--dataset", default=None, help="for representative data (default: the run's dataset)")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--model_name", default=None, help="model name for preprocessing (default: the run's)")
@@ -51,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             source = get_source(dataset, args.data_dir or config.get("data_dir"))
             shape = tuple(model.input_shape[1:])
             representative = make_input(source, "train", 64, shape, MODELS[name].preprocess).map(lambda x, y: x).take(5)
-        content = convert(model, args.io_dtype, args.batch_size, representative, pack_int4=args.pack_int4)
+        content = convert(
+            model,
+            args.io_dtype,
+            args.batch_size,
+            representative,
+            pack_int4=args.pack_int4,
+            tensor_names=args.tensor_names,
+        )
     except (ExportError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

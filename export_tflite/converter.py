@@ -9,15 +9,19 @@ those scales. This module adds what the converter cannot decide:
   gets TFLite's fixed 1/256 scale;
 * a fixed batch size (1 by default, as the Edge TPU needs);
 * int8, uint8 or float32 input/output;
+* a compact file: repeated vectors (per-channel zero points, shared scales) stored once,
+  short tensor names (`export_tflite.flatbuffer.compact`);
 * the verifier runs on the result, and a model that is not fully integer is refused
   with the offending ops and tensors named.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from export_tflite.flatbuffer import snap_scales
+from export_tflite.flatbuffer import TENSOR_NAMES, compact, snap_scales
 from export_tflite.verify import Report, verify
 from faq_tf import calibration, introspect
 from faq_tf.accumulator import snap_to_accumulator_grid
@@ -46,6 +50,7 @@ def convert(
     check: bool = True,
     pack_int4: bool = False,
     snap_biases: bool = True,
+    tensor_names: str = "short",
 ) -> bytes:
     """Converts a faq_tf QAT model to a fully integer .tflite model.
 
@@ -62,6 +67,10 @@ def convert(
         grid, in place (`faq_tf.accumulator`); without it the converter rounds them and a
         few activations differ by a step from the Keras model. A no-op for models saved
         by faq-train, which snaps before saving.
+      tensor_names: "short" (default: "<layer>/<op>", "<layer>/weights", "<layer>/bias"),
+        "full" (the converter's: every fused TF op) or "none" (graph inputs and outputs
+        only). Whatever the names, the file stores each repeated vector once
+        (`export_tflite.flatbuffer.compact`).
 
     Returns:
       The .tflite bytes.
@@ -74,6 +83,8 @@ def convert(
         raise ValueError(f"io_dtype must be one of {sorted(IO_DTYPES)}, got {io_dtype!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if tensor_names not in TENSOR_NAMES:
+        raise ValueError(f"tensor_names must be one of {TENSOR_NAMES}, got {tensor_names!r}")
     if not introspect.quantized_tensors(model):
         raise ExportError(
             f"Model '{model.name}' has no faq_tf quantizers: quantize it with faq_tf.quantize_model first "
@@ -99,6 +110,7 @@ def convert(
     except Exception as e:  # noqa: BLE001 - the converter's errors are re-raised with context
         raise ExportError(f"The TFLite converter failed on '{model.name}': {e}") from e
     content, _ = snap_scales(content)  # folded BN scales: exact 2^l * m_c, not an ulp below
+    content = compact(content, tensor_names)  # shared vectors, sentinel buffer, names
     if check:
         report = verify(content)
         if not report.ok:
@@ -112,12 +124,14 @@ def convert(
 
 
 def _layers_named_in(violations: list[str], model: keras.Model) -> set[str]:
-    names = {getattr(layer, "layer", layer).name: layer.name for layer in model.layers}
+    """The Keras layers whose names appear as a path component of a tensor in `violations`."""
     found = set()
-    for v in violations:
-        for inner, outer in names.items():
-            if f"/{outer}/" in v or f"/{inner}/" in v:
-                found.add(inner)
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer).name
+        names = "|".join(re.escape(n) for n in {layer.name, inner})
+        pattern = re.compile(rf"(?:^|[/'\"; ])(?:{names})/")
+        if any(pattern.search(v) for v in violations):
+            found.add(inner)
     return found
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 
 import numpy as np
 
-__all__ = ["TfliteRunner", "evaluate_arrays", "compare", "RUNTIMES"]
+__all__ = ["TfliteRunner", "evaluate_arrays", "compare", "time_invoke", "RUNTIMES"]
 
 # "xnnpack": LiteRT's default CPU path (its XNNPACK delegate takes the integer ops it
 # supports), whose tie rules the Keras model copies at inference (faq_tf.quantizers).
@@ -84,6 +86,38 @@ class TfliteRunner:
                 y = (y.astype(np.float32) - zero) * scale
             outs.append(y[: len(y) - pad] if pad else y)
         return np.concatenate(outs)
+
+
+def time_invoke(
+    files: dict[str, bytes], runtime: str = "xnnpack", rounds: int = 20, runs: int = 50, threads: int = 1
+) -> dict[str, float]:
+    """Median seconds of one `invoke()` for each model, timed side by side.
+
+    Each model's input is set once (zeros of its dtype) and only the interpreter's
+    invoke is timed, as LiteRT's benchmark_model does: the Python-side quantization and
+    copies of `TfliteRunner.__call__` are not the model's time. Rounds interleave the
+    models, so machine noise hits all of them alike; compare ratios from one call.
+
+    Args:
+      files: name -> .tflite bytes.
+      runtime: "xnnpack" or "builtin" (see `RUNTIMES`).
+      rounds: interleaved rounds; each gives one mean per model, the median is returned.
+      runs: invocations per model per round.
+      threads: interpreter threads.
+    """
+    runners = {name: TfliteRunner(content, threads=threads, runtime=runtime) for name, content in files.items()}
+    for runner in runners.values():
+        runner.interpreter.set_tensor(runner.input["index"], np.zeros(runner.input["shape"], runner.input["dtype"]))
+        runner.interpreter.invoke()  # warm-up: XNNPACK packs its weights on the first run
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            invoke = runner.interpreter.invoke
+            start = time.perf_counter()
+            for _ in range(runs):
+                invoke()
+            times[name].append((time.perf_counter() - start) / runs)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -9,10 +9,20 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-__all__ = ["TensorInfo", "OpInfo", "ModelInfo", "read_model", "snap_scales", "TfliteFormatError"]
+__all__ = [
+    "TENSOR_NAMES",
+    "TensorInfo",
+    "OpInfo",
+    "ModelInfo",
+    "compact",
+    "read_model",
+    "snap_scales",
+    "TfliteFormatError",
+]
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -171,3 +181,149 @@ def snap_scales(content: bytes, bits: int = 7, rel_tol: float = 1e-6) -> tuple[b
                     view[j] = np.float32(exact)
                     changed += 1
     return bytes(buf), changed
+
+
+TENSOR_NAMES = ("full", "short", "none")
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_BUFFER_ALIGNMENT = 16  # as the TFLite converter aligns constant data
+
+
+class _SharingBuilder(flatbuffers.Builder):
+    """A flatbuffers Builder that writes each distinct numeric vector and string once.
+
+    A flatbuffer field is an offset, so any number of tables may point at one vector:
+    the per-channel zero points of every conv with C output channels (all zeros), the
+    per-tensor scales activations share, equal shapes. Byte vectors (constant data)
+    keep the converter's 16-byte alignment.
+    """
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self._vectors: dict[tuple, int] = {}
+        self._strings: dict[bytes, int] = {}
+
+    def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers' name
+        key = (x.dtype.str, x.size, x.tobytes())
+        if key not in self._vectors:
+            if x.dtype == np.uint8 and x.size >= _BUFFER_ALIGNMENT:
+                self.StartVector(1, x.size, _BUFFER_ALIGNMENT)
+                self.head -= x.size
+                self.Bytes[self.head : self.head + x.size] = x.tobytes()
+                self._vectors[key] = self.EndVector()
+            else:
+                self._vectors[key] = super().CreateNumpyVector(x)
+        return self._vectors[key]
+
+    def CreateString(self, s, encoding="utf-8", errors="strict"):  # noqa: N802 - flatbuffers' name
+        key = s.encode(encoding, errors) if isinstance(s, str) else bytes(s)
+        if key not in self._strings:
+            self._strings[key] = super().CreateString(key)
+        return self._strings[key]
+
+
+def _short_names(graph, codes) -> list[bytes]:
+    """Readable short names: "<layer>/<Op>" for activations, "<layer>/weights|bias" for constants.
+
+    The converter names a tensor after every TF op fused into it ("model/quant_conv/Conv2D;
+    model/quant_bn/FusedBatchNormV3;..."). This keeps the first op's Keras layer (without the
+    model's scope and tfmot's "quant_" prefix) and its op; graph inputs and outputs keep
+    their names. Repeated names get a "_<k>" suffix.
+    """
+    full = [bytes(t.name or b"") for t in graph.tensors]
+    firsts = [n.split(b";")[0].split(b"/") for n in full]
+    io = {*(graph.inputs if graph.inputs is not None else []), *(graph.outputs if graph.outputs is not None else [])}
+    scopes = {p[0] for i, p in enumerate(firsts) if len(p) > 1 and i not in io}
+    scope = scopes.pop() if len(scopes) == 1 else None  # the model's name scope, on every op's tensors
+    names = []
+    for parts in firsts:
+        if scope is not None and len(parts) > 1 and parts[0] == scope:
+            parts = parts[1:]
+        if parts[0].startswith(b"quant_") and len(parts[0]) > 6:
+            parts = [parts[0][6:], *parts[1:]]
+        names.append(b"/".join(parts))
+    for op in graph.operators or []:
+        code = codes[op.opcodeIndex]
+        if _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode)) not in _WEIGHTED_OPS:
+            continue
+        inputs = list(op.inputs)
+        if len(inputs) > 1 and inputs[1] >= 0:
+            layer = names[inputs[1]].split(b"/")[0]
+            names[inputs[1]] = layer + b"/weights"
+            if len(inputs) > 2 and inputs[2] >= 0:
+                names[inputs[2]] = layer + b"/bias"
+    for i in {
+        *(graph.inputs if graph.inputs is not None else []),
+        *(graph.outputs if graph.outputs is not None else []),
+    }:
+        names[i] = full[i]
+    seen: dict[bytes, int] = {}
+    unique = []
+    for name in names:
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        unique.append(name if k == 0 else name + b"_%d" % k)
+    return unique
+
+
+def compact(content: bytes, tensor_names: str = "short") -> bytes:
+    """Rewrites .tflite bytes smaller without changing what the model computes.
+
+    * identical numeric vectors and strings are stored once (see `_SharingBuilder`);
+      per-channel quantization needs a zero point per channel (int64, all zero), which
+      for small or channel-heavy networks is a large part of the file;
+    * tensors without data point at the schema's empty sentinel buffer 0 instead of an
+      empty buffer each, and static shapes drop their duplicate `shape_signature`;
+    * tensor names: "full" keeps the converter's (every fused TF op, often 150+ bytes),
+      "short" (default) keeps the Keras layer and op (`_short_names`), "none" empties
+      them; graph inputs and outputs keep theirs in every mode.
+
+    Operators, constant data, scales and zero points are unchanged. Models whose
+    buffers live outside the flatbuffer (over 2 GB) are returned as they are.
+
+    Raises:
+      TfliteFormatError: for bytes that are not a .tflite model.
+      ValueError: for an unknown `tensor_names`.
+    """
+    if tensor_names not in TENSOR_NAMES:
+        raise ValueError(f"tensor_names must be one of {TENSOR_NAMES}, got {tensor_names!r}")
+    read_model(content)  # a clear error for damaged bytes
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    buffers = model.buffers or []
+    if any(b.offset > 1 for b in buffers):
+        return content
+    used = {0}
+    for md in model.metadata or []:
+        used.add(md.buffer)
+    used.update(model.metadataBuffer if model.metadataBuffer is not None else [])
+    for graph in model.subgraphs:
+        for t in graph.tensors:
+            has_data = (
+                0 < t.buffer < len(buffers) and buffers[t.buffer].data is not None and len(buffers[t.buffer].data)
+            )
+            if has_data or t.isVariable:
+                used.add(t.buffer)
+    remap = {old: new for new, old in enumerate(sorted(used))}
+    model.buffers = [buffers[old] for old in sorted(used)]
+    for md in model.metadata or []:
+        md.buffer = remap[md.buffer]
+    if model.metadataBuffer is not None:
+        model.metadataBuffer = [remap[b] for b in model.metadataBuffer]
+    for graph in model.subgraphs:
+        if tensor_names == "short":
+            names = _short_names(graph, model.operatorCodes)
+        for i, t in enumerate(graph.tensors):
+            t.buffer = remap.get(t.buffer, 0)
+            sig = t.shapeSignature
+            if sig is not None and t.shape is not None and list(sig) == list(t.shape):
+                t.shapeSignature = None
+            if tensor_names == "short":
+                t.name = names[i]
+            elif tensor_names == "none":
+                io = {
+                    *(graph.inputs if graph.inputs is not None else []),
+                    *(graph.outputs if graph.outputs is not None else []),
+                }
+                t.name = t.name if i in io else b""
+    builder = _SharingBuilder(len(content))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -222,6 +222,106 @@ def test_snap_scales_repairs_folded_scales_in_place(exported):
     assert changed == 1 and repaired == content and len(repaired) == len(content)
 
 
+def _vector_starts(content: bytes, field: str) -> list[int]:
+    """Where each quantized tensor's `field` ("Scale" or "ZeroPoint") vector starts in the file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = bytearray(content)
+    base = np.frombuffer(buf, np.uint8).ctypes.data
+    graph = schema.Model.GetRootAs(buf, 0).Subgraphs(0)
+    starts = []
+    for i in range(graph.TensorsLength()):
+        q = graph.Tensors(i).Quantization()
+        if q is not None and getattr(q, f"{field}Length")():
+            starts.append(getattr(q, f"{field}AsNumpy")().ctypes.data - base)  # views into buf
+    return starts
+
+
+def test_compact_shares_vectors_and_computes_the_same(data):
+    """On the stock converter's own int8 output (an independent writer): same ops, data and answers."""
+    from export_tflite.flatbuffer import compact
+
+    keras.utils.set_random_seed(5)
+    converter = tf.lite.TFLiteConverter.from_keras_model(residual_model())
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([data[i : i + 1]] for i in range(16))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    raw = converter.convert()
+    before = read_model(raw)
+    sizes = {}
+    for mode in ("full", "short", "none"):
+        small = compact(raw, mode)
+        sizes[mode] = len(small)
+        after = read_model(small)
+        assert [(o.name, o.version, o.inputs, o.outputs) for o in after.ops] == [
+            (o.name, o.version, o.inputs, o.outputs) for o in before.ops
+        ]
+        for a, b in zip(after.tensors, before.tensors, strict=True):
+            assert (a.dtype, a.shape, a.scales, a.zero_points, a.quantized_dimension) == (
+                b.dtype,
+                b.shape,
+                b.scales,
+                b.zero_points,
+                b.quantized_dimension,
+            )
+            assert (a.data is None) == (b.data is None) and (a.data is None or np.array_equal(a.data, b.data))
+        for runtime in ("xnnpack", "builtin"):
+            np.testing.assert_array_equal(
+                TfliteRunner(small, runtime=runtime)(data[:8]), TfliteRunner(raw, runtime=runtime)(data[:8])
+            )
+        # Equal vectors are stored once: all-zero per-channel zero points, shared activation scales.
+        for field in ("ZeroPoint", "Scale"):
+            values = {}
+            for t in after.tensors:
+                if t.scales:
+                    values.setdefault(tuple(t.zero_points if field == "ZeroPoint" else t.scales), set())
+            assert len(set(_vector_starts(small, field))) == len(values) < len(_vector_starts(raw, field))
+        assert compact(small, mode) == small  # a fixpoint
+    assert sizes["none"] < sizes["short"] < sizes["full"] < len(raw)
+
+
+def test_short_tensor_names_name_the_keras_layers(exported):
+    from export_tflite.flatbuffer import compact
+
+    qat, content = exported["w8a8"]
+    info = read_model(content)
+    layers = {getattr(layer, "layer", layer).name for layer in qat.layers}
+    io = {*info.inputs, *info.outputs}
+    for op in info.ops:
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            layer, role = info.tensors[op.inputs[1]].name.split("/")
+            assert layer in layers and role == "weights"
+            if len(op.inputs) > 2 and op.inputs[2] >= 0:
+                assert info.tensors[op.inputs[2]].name == f"{layer}/bias"
+    names = [t.name for t in info.tensors if t.index not in io]
+    assert len(set(names)) == len(names)
+    assert all(name.split("/")[0] in layers and ";" not in name for name in names), names
+    full = read_model(compact(content, "full"))  # convert() already shortened them: nothing to restore
+    assert [t.name for t in full.tensors] == [t.name for t in info.tensors]
+    none = read_model(compact(content, "none"))
+    assert [t.index for t in none.tensors if t.name] == sorted(io)
+    with pytest.raises(ValueError, match="tensor_names"):
+        compact(content, "long")
+    with pytest.raises(TfliteFormatError):
+        compact(content[:100])
+
+
+def test_compact_leaves_models_with_external_buffers_alone(exported):
+    """Over 2 GB, constant data lives after the flatbuffer (Buffer.offset): nothing is rewritten."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from export_tflite.flatbuffer import compact
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(exported["w8a8"][1]), 0)
+    model.buffers[1].offset, model.buffers[1].size = 1 << 20, 16
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    content = bytes(builder.Output())
+    assert compact(content) == content
+
+
 @pytest.mark.parametrize("content", [b"", b"TFL3", os.urandom(512), b"\x1c\x00\x00\x00TFL3" + os.urandom(64)])
 def test_damaged_tflite_files(tmp_path, content, capsys):
     with pytest.raises(TfliteFormatError):
@@ -241,6 +341,17 @@ def test_evaluator_rejects_wrong_inputs(exported):
         runner(np.full((1, 16, 16, 3), "a"))
 
 
+def test_time_invoke_times_each_model_side_by_side(exported):
+    from export_tflite.evaluate import time_invoke
+
+    files = {name: content for name, (_, content) in exported.items()}
+    for runtime in ("xnnpack", "builtin"):
+        times = time_invoke(files, runtime, rounds=3, runs=2)
+        assert set(times) == set(files) and all(0 < t < 1 for t in times.values()), times
+    with pytest.raises(ValueError, match="runtime"):
+        time_invoke(files, "gpu", rounds=1, runs=1)
+
+
 def test_cli_round_trip(tmp_path, exported, data, capsys):
     qat, _ = exported["w8a8"]
     faq_tf.save_model(qat, tmp_path / "m.h5")
@@ -254,13 +365,13 @@ def test_cli_round_trip(tmp_path, exported, data, capsys):
 
 
 def _bias_tensor(content: bytes, layer: str) -> np.ndarray:
-    """The dequantized int32 bias of the conv/dense op whose output `layer` computes."""
+    """The dequantized int32 bias of the conv/dense op with the weights of `layer`."""
     from export_tflite.flatbuffer import read_model
 
     info = read_model(content)
     for op in info.ops:
-        out = info.tensors[op.outputs[0]]
-        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and f"/quant_{layer}/" in out.name:
+        weights = info.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and weights.name == f"{layer}/weights":
             if len(op.inputs) < 3 or op.inputs[2] < 0:
                 return np.zeros(info.tensors[op.outputs[0]].shape[-1])  # the converter drops all-zero biases
             bias = info.tensors[op.inputs[2]]
