@@ -92,7 +92,8 @@ def main() -> None:
     ]
     for name, r in rows.items():
         precision = name.split("+")[0]
-        label = "fp32 (float .tflite)" if name == "fp32" else ("w4a4, packed INT4 weights" if "+int4" in name else name)
+        labels = {"fp32": "fp32 (float .tflite)", "ptq_int8": "TFLite post-training int8 of fp32 (reference)"}
+        label = labels.get(name, "w4a4, packed INT4 weights" if "+int4" in name else name)
         tflite_top1 = f"{r['top1']:.2f}" if "top1" in r else "-"
         agreement = f"{r['top1_agreement']:.2f}" if "top1_agreement" in r else "-"
         table.append(

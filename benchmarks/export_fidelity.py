@@ -11,14 +11,12 @@ Usage: python benchmarks/export_fidelity.py [--runs runs/fashion_mnist] [--out r
 import argparse
 import json
 import os
-import statistics
-import time
 
 import numpy as np
 
 import faq_tf
 from export_tflite import convert, quantize_float_outputs, verify
-from export_tflite.evaluate import TfliteRunner, compare, evaluate_arrays
+from export_tflite.evaluate import TfliteRunner, compare, evaluate_arrays, time_invoke
 from faq_tf.compat import tf
 from faq_tf.data.datasets import get_source, make_input
 from faq_tf.models import MODELS
@@ -27,6 +25,22 @@ from faq_tf.models import MODELS
 def _arrays(ds):
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def tflite_ptq_int8(model, batches, rows_per_batch: int = 32) -> bytes:
+    """TFLite's own post-training full-integer quantization (int8 I/O), the reference point."""
+
+    def representative():
+        for batch in batches:
+            for row in np.asarray(batch)[:rows_per_batch]:
+                yield [row[None]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
 
 
 def measure(
@@ -59,7 +73,12 @@ def measure(
 
     fp32 = faq_tf.load_model(os.path.join(runs, "fp32", "model.h5"))
     files = {"fp32": tf.lite.TFLiteConverter.from_keras_model(fp32).convert()}
-    rows = {"fp32": {"keras_top1": float(np.mean(fp32.predict(x_test, 500, verbose=0).argmax(1) == y_test) * 100)}}
+    fp32_top1 = float(np.mean(fp32.predict(x_test, 500, verbose=0).argmax(1) == y_test) * 100)
+    rows = {"fp32": {"keras_top1": fp32_top1}}
+    log("[export] TFLite's own post-training int8 of the fp32 model, for reference")
+    files["ptq_int8"] = tflite_ptq_int8(fp32, [b.numpy() for b in rep])
+    rows["ptq_int8"], _ = evaluate_arrays(TfliteRunner(files["ptq_int8"]), x_test, y_test)
+    rows["ptq_int8"]["keras_top1"] = fp32_top1
     for precision in precisions:
         qat = faq_tf.load_model(os.path.join(runs, precision, "model.h5"))
         low_bit = precision != "w8a8"
@@ -90,20 +109,11 @@ def measure(
 
     # Both LiteRT CPU paths: XNNPACK (the default; fp32 is fast there too) and the builtin kernels.
     for runtime, suffix in (("xnnpack", ""), ("builtin", "_builtin")):
-        log(f"[export] timing batch-1, 1-thread inference ({runtime}): {latency_rounds} interleaved rounds")
-        runners = {name: TfliteRunner(content, threads=1, runtime=runtime) for name, content in files.items()}
-        one = x_test[:1]
-        times = {name: [] for name in runners}
-        for _ in range(latency_rounds):  # interleaved, so noise hits every model alike
-            for name, runner in runners.items():
-                start = time.perf_counter()
-                for _ in range(latency_runs):
-                    runner(one)
-                times[name].append((time.perf_counter() - start) / latency_runs)
-        base = statistics.median(times["fp32"])
-        for name in runners:
-            rows[name][f"latency_ms{suffix}"] = round(statistics.median(times[name]) * 1000, 4)
-            rows[name][f"latency_vs_fp32{suffix}"] = round(statistics.median(times[name]) / base, 3)
+        log(f"[export] timing batch-1, 1-thread invoke ({runtime}): {latency_rounds} interleaved rounds")
+        times = time_invoke(files, runtime, rounds=latency_rounds, runs=latency_runs)
+        for name, seconds in times.items():
+            rows[name][f"latency_ms{suffix}"] = round(seconds * 1000, 4)
+            rows[name][f"latency_vs_fp32{suffix}"] = round(seconds / times["fp32"], 3)
     with open(os.path.join(out, "export_fidelity.json"), "w") as f:
         json.dump(rows, f, indent=1)
     return rows
@@ -116,12 +126,15 @@ def markdown(rows: dict) -> str:
         "| size vs fp32 | latency vs fp32 (XNNPACK) | latency vs fp32 (builtin kernels) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(r: dict, key: str, fmt: str = ".2f") -> str:
+        return format(r[key], fmt) if key in r else "-"
+
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r.get('keras_top1', '-'):.2f} | {r.get('top1', r['keras_top1']):.2f} | "
-            f"{r.get('top1_agreement', 100.0):.2f} | {r.get('within_one_step', 100.0):.2f} | "
-            f"{r.get('max_logit_diff_steps', 0):.0f} | {r['size_vs_fp32']} | {r['latency_vs_fp32']} "
-            f"| {r['latency_vs_fp32_builtin']} |"
+            f"| {name} | {cell(r, 'keras_top1')} | {cell(r, 'top1')} | {cell(r, 'top1_agreement')} "
+            f"| {cell(r, 'within_one_step')} | {cell(r, 'max_logit_diff_steps', '.0f')} | {r['size_vs_fp32']} "
+            f"| {r['latency_vs_fp32']} | {r['latency_vs_fp32_builtin']} |"
         )
     return "\n".join(lines)
 

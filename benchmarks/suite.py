@@ -96,10 +96,11 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_rounds: int) -> dict:
     """Exports every integer-deployable model, evaluates the .tflite files, times them."""
     import numpy as np
+    from export_fidelity import tflite_ptq_int8  # benchmarks/, next to this file
 
     import faq_tf
     from export_tflite import convert
-    from export_tflite.evaluate import TfliteRunner, evaluate_arrays
+    from export_tflite.evaluate import TfliteRunner, evaluate_arrays, time_invoke
     from faq_tf.compat import tf, tfmot
     from faq_tf.data.datasets import get_source, make_input
     from faq_tf.models import MODELS
@@ -109,26 +110,14 @@ def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_round
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in make_input(source, "test", 500, (28, 28, 1), pre)])
     x_test, y_test = np.concatenate(xs), np.concatenate(ys)
     rep = make_input(source, "train", 128, (28, 28, 1), pre).map(lambda x, y: x).take(5)
-
-    def rep_gen():
-        for batch in rep:
-            for row in batch.numpy()[:32]:
-                yield [row[None]]
-
-    def int8_converter(model):
-        c = tf.lite.TFLiteConverter.from_keras_model(model)
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-        c.representative_dataset = rep_gen
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        c.inference_input_type = c.inference_output_type = tf.int8
-        return c.convert()
+    rep_batches = [b.numpy() for b in rep]  # TFLite's representative data: 32 rows of each
 
     tflite_dir = os.path.join(out, "tflite")
     os.makedirs(tflite_dir, exist_ok=True)
     fp32 = faq_tf.load_model(baseline)
     files = {"fp32": tf.lite.TFLiteConverter.from_keras_model(fp32).convert()}
     _log("TFLite post-training int8 of the baseline")
-    files["ptq_int8"] = int8_converter(fp32)
+    files["ptq_int8"] = tflite_ptq_int8(fp32, rep_batches)
     deployed = {"ptq_int8": [], "faq_w8a8": [], "faq_w4a4": [], "faq_w4a4+int4": [], "tfmot_int8": []}
     for seed in seeds:
         for method in ("faq_w8a8", "faq_w4a4", "tfmot_int8"):
@@ -136,7 +125,7 @@ def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_round
             if method == "tfmot_int8":
                 with tfmot.quantization.keras.quantize_scope():
                     model = tf.keras.models.load_model(path, compile=False)
-                variants = {method: int8_converter(model)}
+                variants = {method: tflite_ptq_int8(model, rep_batches)}
             else:
                 model = faq_tf.load_model(path)
                 variants = {method: convert(model, representative_data=rep)}
@@ -150,18 +139,11 @@ def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_round
             _log(f"{method} seed {seed}: .tflite top-1 {deployed[method][-1]:.2f}")
     deployed["ptq_int8"] = [evaluate_arrays(TfliteRunner(files["ptq_int8"]), x_test, y_test)[0]["top1"]]
 
-    runners = {name: TfliteRunner(content, threads=1, runtime="builtin") for name, content in files.items()}
-    times = {name: [] for name in runners}
     # LiteRT's builtin kernels (XNNPACK's fp32 path is as fast as its int8 one on this tiny
     # network; benchmarks/export_fidelity.py times both paths).
-    _log(f"latency: {latency_rounds} interleaved rounds, batch 1, 1 thread, builtin kernels")
-    for _ in range(latency_rounds):
-        for name, runner in runners.items():
-            start = time.perf_counter()
-            for _ in range(50):
-                runner(x_test[:1])
-            times[name].append((time.perf_counter() - start) / 50)
-    base = statistics.median(times["fp32"])
+    _log(f"latency: {latency_rounds} interleaved rounds, batch 1, 1 thread, builtin kernels, invoke only")
+    times = time_invoke(files, "builtin", rounds=latency_rounds)
+    base = times["fp32"]
     inference = {}
     for name, content in files.items():
         with open(os.path.join(tflite_dir, f"{name}.tflite"), "wb") as f:
@@ -169,8 +151,8 @@ def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_round
         inference[name] = {
             "bytes": len(content),
             "size_vs_fp32": round(len(content) / len(files["fp32"]), 3),
-            "latency_ms": round(statistics.median(times[name]) * 1000, 4),
-            "latency_vs_fp32": round(statistics.median(times[name]) / base, 3),
+            "latency_ms": round(times[name] * 1000, 4),
+            "latency_vs_fp32": round(times[name] / base, 3),
         }
     return {"tflite_top1": deployed, "inference": inference}
 
