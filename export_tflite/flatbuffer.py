@@ -84,19 +84,32 @@ def _ints(values) -> list[int]:
     return [] if values is None else [int(v) for v in values]
 
 
+def _unpack(content: bytes) -> schema.ModelT:
+    """The flatbuffer as LiteRT's schema objects; TfliteFormatError for damaged bytes."""
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise TfliteFormatError("not a .tflite file (missing the TFL3 identifier); was it truncated or renamed?")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+        if not model.subgraphs:
+            raise ValueError("no subgraph")
+    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
+        raise TfliteFormatError(f"damaged .tflite file: {type(e).__name__}: {e}") from e
+    return model
+
+
+def _graph_io(graph) -> set[int]:
+    """Indices of a subgraph's input and output tensors."""
+    return {int(i) for ids in (graph.inputs, graph.outputs) if ids is not None for i in ids}
+
+
 def read_model(content: bytes) -> ModelInfo:
     """Parses .tflite bytes.
 
     Raises:
       TfliteFormatError: for truncated, empty or non-tflite bytes.
     """
-    if len(content) < 8 or content[4:8] != b"TFL3":
-        raise TfliteFormatError("not a .tflite file (missing the TFL3 identifier); was it truncated or renamed?")
-    try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-        graph = model.subgraphs[0]
-    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
-        raise TfliteFormatError(f"damaged .tflite file: {type(e).__name__}: {e}") from e
+    model = _unpack(content)
+    graph = model.subgraphs[0]
     codes = model.operatorCodes
     buffers = model.buffers or []
     tensors = []
@@ -231,7 +244,7 @@ def _short_names(graph, codes) -> list[bytes]:
     """
     full = [bytes(t.name or b"") for t in graph.tensors]
     firsts = [n.split(b";")[0].split(b"/") for n in full]
-    io = {*(graph.inputs if graph.inputs is not None else []), *(graph.outputs if graph.outputs is not None else [])}
+    io = _graph_io(graph)
     scopes = {p[0] for i, p in enumerate(firsts) if len(p) > 1 and i not in io}
     scope = scopes.pop() if len(scopes) == 1 else None  # the model's name scope, on every op's tensors
     names = []
@@ -251,10 +264,7 @@ def _short_names(graph, codes) -> list[bytes]:
             names[inputs[1]] = layer + b"/weights"
             if len(inputs) > 2 and inputs[2] >= 0:
                 names[inputs[2]] = layer + b"/bias"
-    for i in {
-        *(graph.inputs if graph.inputs is not None else []),
-        *(graph.outputs if graph.outputs is not None else []),
-    }:
+    for i in io:
         names[i] = full[i]
     seen: dict[bytes, int] = {}
     unique = []
@@ -286,8 +296,7 @@ def compact(content: bytes, tensor_names: str = "short") -> bytes:
     """
     if tensor_names not in TENSOR_NAMES:
         raise ValueError(f"tensor_names must be one of {TENSOR_NAMES}, got {tensor_names!r}")
-    read_model(content)  # a clear error for damaged bytes
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    model = _unpack(content)
     buffers = model.buffers or []
     if any(b.offset > 1 for b in buffers):
         return content
@@ -309,21 +318,17 @@ def compact(content: bytes, tensor_names: str = "short") -> bytes:
     if model.metadataBuffer is not None:
         model.metadataBuffer = [remap[b] for b in model.metadataBuffer]
     for graph in model.subgraphs:
-        if tensor_names == "short":
-            names = _short_names(graph, model.operatorCodes)
+        io = _graph_io(graph)
+        names = _short_names(graph, model.operatorCodes) if tensor_names == "short" else None
         for i, t in enumerate(graph.tensors):
             t.buffer = remap.get(t.buffer, 0)
             sig = t.shapeSignature
             if sig is not None and t.shape is not None and list(sig) == list(t.shape):
                 t.shapeSignature = None
-            if tensor_names == "short":
+            if names is not None:
                 t.name = names[i]
-            elif tensor_names == "none":
-                io = {
-                    *(graph.inputs if graph.inputs is not None else []),
-                    *(graph.outputs if graph.outputs is not None else []),
-                }
-                t.name = t.name if i in io else b""
+            elif tensor_names == "none" and i not in io:
+                t.name = b""
     builder = _SharingBuilder(len(content))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
