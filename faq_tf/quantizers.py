@@ -253,6 +253,7 @@ def fake_quant(
     per_channel: bool = False,
     constant: bool = False,
     rounding: str = "half_up",
+    weight: bool = False,
 ) -> tf.Tensor:
     """Applies Q(b, l) to `x` with ops the TFLite converter understands.
 
@@ -269,6 +270,10 @@ def fake_quant(
       rounding: how exact ties round (`ROUNDING_MODES`); anything but "half_up" adds
         elementwise ops after the FakeQuant, so use it for inference only. Activations
         only (not with `per_channel` or `constant`).
+      weight: `x` is a weight tensor. Per-channel ones always are; a per-tensor one
+        (Dense) below 8 bits then traces, inside `packed_sub8bit_weights`, as a b-bit
+        FakeQuant the converter stores as packed INT4, and otherwise like a b-bit
+        activation (clip, 8-bit FakeQuant).
 
     Returns:
       The quantized tensor, same shape and dtype as `x`.
@@ -286,8 +291,13 @@ def fake_quant(
         lo = tf.fill([channels], q_min * step)
         hi = tf.fill([channels], q_max * step)
         return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, lo, hi, num_bits=bits, narrow_range=signed)
+    if bits < 8 and weight and getattr(_STORAGE, "packed", False):
+        # Symmetric b-bit values with scale 2^l exactly: the narrow range has 2^b - 1 levels.
+        return tf.quantization.fake_quant_with_min_max_vars(
+            x, q_min * step, q_max * step, num_bits=bits, narrow_range=True
+        )
     if bits < 8:
-        # i4 tensors do not convert; int8 storage with the b-bit clip does. Only a
+        # i4 activations do not convert; int8 storage with the b-bit clip does. Only a
         # MINIMUM (and for signed tensors a MAXIMUM) is added: the converter gives these
         # the FakeQuant's scale and keeps a preceding ReLU fused into its conv/add.
         x = tf.minimum(x, q_max * step)
@@ -384,7 +394,7 @@ class WeightQuantizer(FixedPointQuantizer):
                 exponent = tf.identity(exponent)
         else:
             exponent = var
-        return fake_quant(inputs, self.bits, exponent, signed=True, per_channel=self.per_channel)
+        return fake_quant(inputs, self.bits, exponent, signed=True, per_channel=self.per_channel, weight=True)
 
     def get_config(self) -> dict[str, Any]:
         return {"bits": self.bits, "clip_sigmas": self.clip_sigmas, "per_channel": self.per_channel}

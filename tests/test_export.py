@@ -144,6 +144,24 @@ def test_pack_int4_stores_4bit_weights_packed(exported, data):
     assert not verify(packed, edgetpu=True).ok  # the Edge TPU has no INT4
 
 
+def test_pack_int4_packs_4bit_dense_weights(data):
+    """A per-tensor (Dense) 4-bit kernel, here the classifier by override, is packed too."""
+    keras.utils.set_random_seed(4)
+    qat = faq_tf.quantize_model(residual_model(), "w4a4", data[:64], layer_overrides={"logits": "w4"}, verbose=False)
+    files = {pack: convert(qat, representative_data=data[:64], pack_int4=pack) for pack in (False, True)}
+    infos = {pack: read_model(content) for pack, content in files.items()}
+    fc = {
+        pack: [info.tensors[op.inputs[1]] for op in info.ops if op.name == "FULLY_CONNECTED"]
+        for pack, info in infos.items()
+    }
+    assert [t.dtype for t in fc[True]] == ["INT4"] and [t.dtype for t in fc[False]] == ["INT8"]
+    weights = fc[False][0]
+    assert weights.scales == fc[True][0].scales and is_power_of_two(weights.scales[0])
+    assert np.abs(weights.data).max() <= 7  # symmetric 4-bit values in int8 storage
+    same = [TfliteRunner(c, runtime="builtin")(data) for c in (files[True], files[False])]
+    np.testing.assert_array_equal(*same)
+
+
 def test_batch_size_and_io_dtype(exported, data):
     qat, _ = exported["w8a8"]
     for io in ("uint8", "float32"):
