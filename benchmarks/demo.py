@@ -109,7 +109,7 @@ def main() -> None:
     md = (
         "Fashion-MNIST, small_resnet (78k parameters), 10k test images. Keras = the fine-tuned QAT model; "
         "integer TFLite = its export run by the LiteRT interpreter (XNNPACK, batch 1, int8 in/out); "
-        "latency: batch 1, 1 thread, median of interleaved runs against the fp32 .tflite on each CPU path.\n\n"
+        "latency: batch 1, 1 thread, invoke() only, median of interleaved runs against the fp32 .tflite on each CPU path.\n\n"
         + "\n".join(table)
         + "\n"
     )

@@ -148,7 +148,7 @@ def read_model(content: bytes) -> ModelInfo:
     return ModelInfo(ops, tensors, _ints(graph.inputs), _ints(graph.outputs), len(model.subgraphs))
 
 
-def _nearest_short_mantissa(scale: float, bits: int, rel_tol: float) -> float | None:
+def nearest_short_mantissa(scale: float, bits: int, rel_tol: float = 0.0) -> float | None:
     """scale rounded to 2^k * m with an integer |m| < 2^bits, if it is within rel_tol of one."""
     if not (scale > 0 and math.isfinite(scale)):
         return None
@@ -189,7 +189,7 @@ def snap_scales(content: bytes, bits: int = 7, rel_tol: float = 1e-6) -> tuple[b
                 continue
             view = q.ScaleAsNumpy()  # a view into buf
             for j, scale in enumerate(view.tolist()):
-                exact = _nearest_short_mantissa(scale, bits, rel_tol)
+                exact = nearest_short_mantissa(scale, bits, rel_tol)
                 if exact is not None and np.float32(exact) != view[j]:
                     view[j] = np.float32(exact)
                     changed += 1

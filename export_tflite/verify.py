@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from export_tflite.flatbuffer import ModelInfo, TfliteFormatError, read_model
+from export_tflite.flatbuffer import ModelInfo, TfliteFormatError, nearest_short_mantissa, read_model
 
 __all__ = ["Report", "verify", "is_power_of_two", "is_pow2_times_int8"]
 
@@ -51,14 +51,7 @@ def is_pow2_times_int8(scale: float, rel_tol: float = 0.0) -> bool:
     error (`export_tflite.flatbuffer.snap_scales`), and the runtime's requantization
     depends on the exact value.
     """
-    if not (scale > 0 and math.isfinite(scale)):
-        return False
-    mantissa, exp = math.frexp(scale)  # scale = mantissa * 2^exp, mantissa in [0.5, 1)
-    for bits in range(1, 8):  # m has at most 7 significant bits
-        m = mantissa * 2**bits
-        if abs(m - round(m)) <= rel_tol * m:
-            return True
-    return False
+    return nearest_short_mantissa(scale, 7, rel_tol) is not None  # |m| has at most 7 bits
 
 
 @dataclasses.dataclass

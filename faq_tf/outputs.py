@@ -53,9 +53,8 @@ def float_outputs(model: keras.Model) -> list[str]:
     return tail
 
 
-def _rounding(model: keras.Model, name: str) -> str:
+def _rounding(g: graph.Graph, name: str) -> str:
     """The tie rule of the op computing layer `name`'s output (through linear activations)."""
-    g = graph.model_graph(model)
     while True:
         layer = g.layers[name]
         inner = getattr(layer, "layer", layer)
@@ -98,9 +97,10 @@ def quantize_float_outputs(model: keras.Model, representative_data=None, percent
             f"with layer_overrides={{'{names[0]}': 'a8'}}."
         )
     ranges = calibration.collect_ranges(model, dict.fromkeys(calibrate, percentile), representative_data, 5)
+    g = graph.model_graph(model)
     for name in calibrate:
         r = ranges[name]
-        fixed[name] = ActivationQuantizer(8, r.signed, exponent_for_range(r.y_max, 8, r.signed), _rounding(model, name))
+        fixed[name] = ActivationQuantizer(8, r.signed, exponent_for_range(r.y_max, 8, r.signed), _rounding(g, name))
 
     def make_layers(layer):
         chain = [graph.clone_layer(layer)]

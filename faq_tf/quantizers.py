@@ -120,9 +120,9 @@ def exporting() -> bool:
 # ties to even in CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and MEAN, up in ADD and in
 # the QUANTIZE that requantizes a CONCATENATION input, and away from zero in
 # AVERAGE_POOL_2D (which XNNPACK leaves to the builtin kernel). Measured op by op:
-# tests/test_export.py::test_integer_model_computes_what_keras_computes. At inference the Keras model applies the
-# rule of the op that produces each tensor (`faq_tf.registry`), so that it computes what
-# the integer model computes, tie for tie.
+# tests/test_export.py::test_integer_model_computes_what_keras_computes. At inference
+# the Keras model applies the rule of the op that produces each tensor
+# (`faq_tf.registry`), so that it computes what the integer model computes, tie for tie.
 ROUNDING_MODES = ("half_up", "half_even", "half_away")  # half_away: from the int8 zero point
 
 

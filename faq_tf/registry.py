@@ -199,7 +199,7 @@ def get_quantize_config(
       signed: whether the output range is signed.
       exponent: the output's l (from calibration); None uses the control value.
       clip_sigmas: k for the weight quantizers; None uses the per-bit default.
-      rounding: the tie rule of the op that produces the output (`output_rounding`).
+      rounding: the tie rule of the op that produces the output (`faq_tf.policy.LayerPlan.rounding`).
 
     Returns:
       The config, or None when nothing in the layer is quantized.

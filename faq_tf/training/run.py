@@ -293,7 +293,12 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> 
     # policy kept the logits wide, their 8-bit deployment scale calibrated like the rest.
     snapped = snap_to_accumulator_grid(model)
     if snapped.changed:
-        logging.info("snapped %d bias values in %d layers to the accumulator grid", snapped.moved, len(snapped.layers))
+        logging.info(
+            "snapped %d bias values in %d layers to the accumulator grid; %d BatchNormalizations in exact form",
+            snapped.moved,
+            len(snapped.layers),
+            len(snapped.rewritten),
+        )
     if snapped.changed or not any("test_top1" in h for h in history[-1:]):
         final = {**final, **trainer.evaluate(test_ds, config.eval_steps)}
     wide = float_outputs(model) if config.precision != "fp32" and not is_tfmot_baseline(config.precision) else []
