@@ -1,7 +1,13 @@
-"""The FAQ fine-tuning engine: schedules, the tf.distribute trainer, checkpoints and `run`."""
+"""The FAQ fine-tuning engine.
+
+`config` (every option once), `run` (build, train, finish), `trainer` (the step and the
+epoch loop), `checkpoints`, `records` (metrics, TensorBoard, diagnostics), `schedules`
+and `errors`.
+"""
 
 from faq_tf.training.config import TrainConfig
-from faq_tf.training.run import NonFiniteLossError, SaveError, WorkerLostError, run
+from faq_tf.training.errors import NonFiniteLossError, SaveError, WorkerLostError
+from faq_tf.training.run import run
 from faq_tf.training.schedules import BatchSchedule, LearningRateSchedule
 from faq_tf.training.trainer import Trainer, get_strategy
 

@@ -1,12 +1,19 @@
-"""Restoring the newest checkpoint that is intact."""
+"""Checkpoints of a run: what is saved, where, and restoring the newest one that is intact.
+
+A checkpoint holds the model (weights, BN statistics, every quantizer's l), the optimizer,
+the epoch and the number of updates done in it, so a killed run resumes exactly where it
+stopped (the data order is a function of the seed, the epoch and the position).
+"""
 
 from __future__ import annotations
 
+import os
+
 from absl import logging
 
-from faq_tf.compat import tf
+from faq_tf.compat import keras, tf
 
-__all__ = ["restore_latest_good"]
+__all__ = ["RunState", "restore_latest_good"]
 
 
 def restore_latest_good(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
@@ -32,3 +39,79 @@ def restore_latest_good(checkpoint: tf.train.Checkpoint, manager: tf.train.Check
             candidates,
         )
     return None
+
+
+class RunState:
+    """The checkpointed state of a run: model, optimizer, epoch and position in the epoch.
+
+    Build it inside `strategy.scope()`. Every worker writes checkpoints (saving runs
+    collectives) under its own `write_dir`; all of them resume from the chief's in `model_dir`.
+
+    Args:
+      model: the model being trained.
+      optimizer: its optimizer (its `iterations` numbers the checkpoints).
+      write_dir: where this task writes (model_dir for the chief).
+      read_dir: where checkpoints are resumed from (the chief's model_dir).
+      every_steps: also checkpoint every N updates (0: once per epoch only).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        write_dir: str,
+        read_dir: str,
+        every_steps: int = 0,
+    ):
+        self.optimizer = optimizer
+        self.epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.position_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="update_in_epoch")
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, epoch=self.epoch_variable, position=self.position_variable
+        )
+        self.every_steps = every_steps
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            os.path.join(write_dir, "checkpoints"),
+            max_to_keep=3,
+            step_counter=optimizer.iterations,
+            checkpoint_interval=every_steps or None,
+        )
+        read = os.path.join(read_dir, "checkpoints")
+        self._read_manager = (
+            self.manager if read == self.manager.directory else tf.train.CheckpointManager(self.checkpoint, read, 3)
+        )
+
+    @property
+    def epoch(self) -> int:
+        """The epoch to run next."""
+        return int(self.epoch_variable.numpy())
+
+    @property
+    def position(self) -> int:
+        """Updates already done in the current epoch."""
+        return int(self.position_variable.numpy())
+
+    @property
+    def latest(self) -> str | None:
+        """The newest checkpoint written completely."""
+        return self.manager.latest_checkpoint
+
+    def restore(self) -> str | None:
+        """Restores the newest intact checkpoint; returns its path, or None for a fresh start."""
+        restored = restore_latest_good(self.checkpoint, self._read_manager)
+        if restored:
+            logging.info("Resuming from %s (epoch %d, update %d)", restored, self.epoch, self.position)
+        return restored
+
+    def after_update(self, update: int) -> None:
+        """Records that `update` updates of the epoch are done; checkpoints every `every_steps`."""
+        self.position_variable.assign(update)
+        if self.every_steps:
+            self.manager.save(checkpoint_number=self.optimizer.iterations, check_interval=True)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Records that `epoch` is done and checkpoints."""
+        self.epoch_variable.assign(epoch + 1)
+        self.position_variable.assign(0)
+        self.manager.save(checkpoint_number=self.optimizer.iterations)

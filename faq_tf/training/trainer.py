@@ -14,9 +14,28 @@ variable, as PyTorch's default parameter groups do.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+
+from absl import logging
+
 from faq_tf.compat import keras, tf
 
-__all__ = ["Trainer", "get_strategy"]
+__all__ = ["EpochStats", "Trainer", "check_divisible", "get_strategy"]
+
+
+def check_divisible(global_batch_size: int, strategy: tf.distribute.Strategy) -> None:
+    """Raises if the global batch cannot be split evenly over the strategy's replicas.
+
+    Raises:
+      ValueError: naming the batch, the replica count and what to use instead.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size % replicas:
+        raise ValueError(
+            f"batch_size={global_batch_size} is not divisible by the {replicas} replicas; use a multiple of {replicas}."
+        )
 
 
 def get_strategy(name: str) -> tf.distribute.Strategy:
@@ -35,6 +54,27 @@ def get_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"Unknown strategy {name!r}: use default, mirrored, multi_worker or tpu")
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochStats:
+    """What one `Trainer.train_epoch` call measured.
+
+    Attributes:
+      train_loss: mean training loss over its updates.
+      train_top1: training top-1 in percent.
+      seconds: wall time of the loop.
+      images: images processed (updates x virtual batch).
+    """
+
+    train_loss: float
+    train_top1: float
+    seconds: float
+    images: int
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
 class Trainer:
     """Trains a (quantized) classifier that outputs logits. Build it inside `strategy.scope()`.
 
@@ -45,7 +85,9 @@ class Trainer:
       global_batch_size: real batch summed over replicas (B).
       weight_decay: the decay factor.
       decoupled_weight_decay: see the module docstring.
-      num_classes: for top-5 (only when there are more than 5 classes).
+
+    Raises:
+      ValueError: if `global_batch_size` does not divide over the replicas.
     """
 
     def __init__(
@@ -57,12 +99,7 @@ class Trainer:
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
     ):
-        replicas = strategy.num_replicas_in_sync
-        if global_batch_size % replicas:
-            raise ValueError(
-                f"batch_size={global_batch_size} is not divisible by the {replicas} replicas; "
-                f"use a multiple of {replicas}."
-            )
+        check_divisible(global_batch_size, strategy)
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
@@ -174,6 +211,58 @@ class Trainer:
         else:
             reset()
         return float(total), finite
+
+    def train_epoch(
+        self,
+        iterator: Iterator,
+        updates: int,
+        n: int,
+        lr: float,
+        *,
+        start: int = 0,
+        after_update: Callable[[int, bool], None] | None = None,
+        progress: bool = False,
+        epoch: int = 0,
+    ) -> EpochStats:
+        """Runs updates `start` .. `updates - 1` of one epoch.
+
+        Args:
+          iterator: the epoch's distributed batches, positioned at update `start`.
+          updates: weight updates in the epoch.
+          n: real batches per update (the virtual batch is n x B).
+          lr: the epoch's learning rate.
+          start: updates already done (a resumed epoch).
+          after_update: called as after_update(u, finite) after update u (0-based); it
+            decides what a non-finite step means and records progress.
+          progress: show a progress bar (for a terminal) instead of log lines.
+          epoch: the epoch number, for the log lines.
+
+        Returns:
+          The epoch's `EpochStats` (loss and top-1 over the updates run here).
+        """
+        self.train_loss.reset_state()
+        self.train_top1.reset_state()
+        bar = keras.utils.Progbar(updates, stateful_metrics=["loss", "top1", "img/s"]) if progress else None
+        t0, seen = time.perf_counter(), 0
+        for u in range(start, updates):
+            _, finite = self.train_update(iterator, n, lr)
+            seen += n * self.global_batch_size
+            if after_update is not None:
+                after_update(u, finite)
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            loss, top1 = float(self.train_loss.result()), float(self.train_top1.result())
+            if bar is not None:
+                bar.update(u + 1, [("loss", loss), ("top1", top1), ("img/s", rate)])
+            elif (u + 1) % max(1, updates // 10) == 0 or u + 1 == updates:
+                logging.info(
+                    "epoch %d update %d/%d loss %.4f top1 %.4f %.0f img/s", epoch, u + 1, updates, loss, top1, rate
+                )
+        return EpochStats(
+            float(self.train_loss.result()),
+            float(self.train_top1.result()) * 100,
+            time.perf_counter() - t0,
+            seen,
+        )
 
     def use_model(self, model: keras.Model) -> None:
         """Evaluates `model` from now on (the same network with its outputs quantized)."""
