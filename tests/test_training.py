@@ -112,15 +112,7 @@ def test_image_folder_dataset_trains_and_writes_outputs(tmp_path):
 
 
 def _train_cmd(cfg: TrainConfig):
-    return [
-        sys.executable, "-m", "faq_tf.train",
-        f"--model={cfg.model}", f"--dataset={cfg.dataset}", f"--precision={cfg.precision}",
-        f"--batch_size={cfg.batch_size}", f"--epochs={cfg.epochs}", f"--steps_per_epoch={cfg.steps_per_epoch}",
-        f"--lr={cfg.lr}", f"--lr_schedule={cfg.lr_schedule}", f"--lr_final={cfg.lr_final}",
-        f"--model_dir={cfg.model_dir}", f"--image_size={cfg.image_size}",
-        f"--calibration_batches={cfg.calibration_batches}", "--deterministic",
-        f"--checkpoint_every_steps={cfg.checkpoint_every_steps}", f"--batch_schedule={cfg.batch_schedule}",
-    ]  # fmt: skip
+    return [sys.executable, "-m", "faq_tf.train", *cfg.to_argv()]
 
 
 def _final_weights(model_dir):
@@ -147,7 +139,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     ref = dataclass_replace(cfg, model_dir=str(tmp_path / "ref"))
     subprocess.run(_train_cmd(ref), check=True, env=env, capture_output=True, timeout=300)
 
-    kill_after = random.Random(time.time_ns()).randint(1, 5)  # a random update of the 6
+    # A random update of the 6, from a seed printed on failure: FAQ_TEST_SEED=<seed> replays it.
+    seed = int(os.environ.get("FAQ_TEST_SEED", random.SystemRandom().randrange(2**31)))
+    kill_after = random.Random(seed).randint(1, 5)
+    replay = f"kill after update {kill_after}; replay with FAQ_TEST_SEED={seed}"
     proc = subprocess.Popen(_train_cmd(cfg), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while _latest_checkpoint_number(cfg.model_dir) < kill_after and time.time() < deadline and proc.poll() is None:
@@ -155,13 +150,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = _latest_checkpoint_number(cfg.model_dir)
-    assert killed_at >= 1, "the run never wrote a checkpoint"
-    assert not os.path.exists(os.path.join(cfg.model_dir, "model.h5")), f"killed too late ({killed_at})"
+    assert killed_at >= 1, f"the run never wrote a checkpoint ({replay})"
+    assert not os.path.exists(os.path.join(cfg.model_dir, "model.h5")), f"killed too late at {killed_at} ({replay})"
     done = subprocess.run(_train_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Resuming from" in done.stderr, f"killed after update {killed_at}"
+    assert done.returncode == 0, f"{replay}\n{done.stderr[-3000:]}"
+    assert "Resuming from" in done.stderr, f"killed after update {killed_at} ({replay})"
     for a, b in zip(_final_weights(cfg.model_dir), _final_weights(ref.model_dir)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"killed after update {killed_at}")
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"killed after update {killed_at} ({replay})")
     m1 = json.loads(open(os.path.join(cfg.model_dir, "metrics.json")).read())
     m2 = json.loads(open(os.path.join(ref.model_dir, "metrics.json")).read())
     assert [e["epoch"] for e in m1["epochs"]] == [0, 1]
