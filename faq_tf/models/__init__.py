@@ -114,7 +114,12 @@ def build_model(
             model.set_weights(source.get_weights())
         else:
             model.load_weights(pretrained)
-    except (ValueError, OSError, KeyError) as e:
+    except OSError as e:  # h5py could not read it as HDF5 at all
+        raise ValueError(
+            f"--pretrained={pretrained} is not a readable weights file (damaged, truncated or not HDF5: "
+            f"{str(e).strip().splitlines()[0]}). Download or export it again."
+        ) from e
+    except (ValueError, KeyError) as e:
         raise ValueError(
             f"--pretrained={pretrained} does not fit model '{name}' with {num_classes} classes and input {shape}: {e}"
         ) from e
