@@ -4,7 +4,7 @@ Trains the small fp32 ResNet briefly, then quantizes it with `faq_tf.quantize_mo
 at w8a8 and w4a4 (5 calibration batches of training data) and evaluates all three on
 the 10k test images. Writes JSON and prints a Markdown table.
 
-Usage: python benchmarks/core_accuracy.py [--epochs 3] [--out runs/core_accuracy]
+Usage: python -m benchmarks.core_accuracy [--epochs 3] [--out runs/core_accuracy]
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """The main job end to end on Fashion-MNIST: FAQ w8a8 and w4a4, integer export, evaluation.
 
-  python benchmarks/demo.py                  # what `make demo` runs
-  python benchmarks/demo.py --train_baseline # retrain the fp32 baseline first (+10 min)
+  python -m benchmarks.demo                  # what `make demo` runs
+  python -m benchmarks.demo --train_baseline # retrain the fp32 baseline first (+10 min)
 
 1. the fp32 "pretrained" model: baselines/fashion_mnist/small_resnet_fp32.h5 (made by
    flags/fashion_mnist/fp32.flags; see baselines/fashion_mnist/README.md), or retrained;
@@ -81,8 +81,7 @@ def main() -> None:
         results[precision] = _train(os.path.join(FLAGS, f"{precision}.flags"), os.path.join(out, precision), extra)
 
     _log("exporting to fully integer .tflite, verifying, evaluating with LiteRT")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import export_fidelity
+    from benchmarks import export_fidelity
 
     rows = export_fidelity.measure(out, os.path.join(out, "tflite"), log=_log, data_dir=args.data_dir)
     table = [

@@ -19,7 +19,7 @@ reference) .tflite files are timed side by side
 (batch 1, 1 thread, `export_tflite.evaluate.time_invoke`) on both LiteRT CPU paths;
 those rows also give the sizes at deployment size.
 
-Usage: python benchmarks/export_applications.py [--images 32] [--bn_init random|keras]
+Usage: python -m benchmarks.export_applications [--images 32] [--bn_init random|keras]
          [--latency [--latency_rounds 5] [--latency_only]] [--out runs/export_applications.json]
 """
 
@@ -29,9 +29,9 @@ import os
 import time
 
 import numpy as np
-from export_fidelity import tflite_ptq_int8  # benchmarks/, next to this file
 
 import faq_tf
+from benchmarks.export_fidelity import tflite_ptq_int8
 from export_tflite import ExportError, convert, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner, compare, time_invoke
 from faq_tf.compat import keras, tf

@@ -5,7 +5,7 @@ FAQ model with `export_tflite.convert` (int8 I/O, batch 1), evaluates the intege
 with the LiteRT interpreter on the 10k test images against its Keras model, and times
 batch-1 single-thread inference of every .tflite interleaved with the fp32 .tflite.
 
-Usage: python benchmarks/export_fidelity.py [--runs runs/fashion_mnist] [--out runs/export]
+Usage: python -m benchmarks.export_fidelity [--runs runs/fashion_mnist] [--out runs/export]
 """
 
 import argparse

@@ -5,7 +5,7 @@ n-bit 4/4 QAT), then times `Trainer.train_update` for each in round-robin blocks
 same batches, so machine noise hits all of them alike.
 Reports the median step time, the ratio to fp32 and the implied seconds per epoch.
 
-Usage: python benchmarks/step_time.py [--model small_resnet] [--batch_size 128] [--rounds 15]
+Usage: python -m benchmarks.step_time [--model small_resnet] [--batch_size 128] [--rounds 15]
 """
 
 import argparse

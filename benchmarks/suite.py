@@ -13,7 +13,7 @@ and uses the same Fashion-MNIST data, loop (faq-train) and schedules:
     FAQ w4a4            flags/fashion_mnist/w4a4.flags with --epochs=--w4a4_epochs (default 5)
     tfmot n-bit W4A4    tfmot's experimental n-bit scheme at 4/4 bits, w4a4.flags' schedule
   and for each integer-deployable entry the .tflite's accuracy under LiteRT;
-  training cost: step time per method / fp32 (benchmarks/step_time.py, interleaved);
+  training cost: step time per method / fp32 (benchmarks.step_time, interleaved);
   inference: .tflite size and batch-1 1-thread latency / fp32 (interleaved medians);
   memory: peak RSS of each fine-tuning process;
   plots: accuracy vs bits per method, and the FAQ w4a4 learning curve.
@@ -24,7 +24,7 @@ runs are reused (faq-train resumes from its checkpoints), so an interrupted suit
 The w4a4 budget defaults to 5 epochs (the flagfile and `make demo` use 10, the paper 110):
 3 seeds x 3 methods at that budget took 91 minutes on this 2-core machine (shared with other jobs).
 
-Usage: python benchmarks/suite.py [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 5]
+Usage: python -m benchmarks.suite [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 5]
 """
 
 from __future__ import annotations
@@ -96,9 +96,9 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_rounds: int) -> dict:
     """Exports every integer-deployable model, evaluates the .tflite files, times them."""
     import numpy as np
-    from export_fidelity import tflite_ptq_int8  # benchmarks/, next to this file
 
     import faq_tf
+    from benchmarks.export_fidelity import tflite_ptq_int8
     from export_tflite import convert
     from export_tflite.evaluate import TfliteRunner, evaluate_arrays, time_invoke
     from faq_tf.compat import tf, tfmot
@@ -140,7 +140,7 @@ def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_round
     deployed["ptq_int8"] = [evaluate_arrays(TfliteRunner(files["ptq_int8"]), x_test, y_test)[0]["top1"]]
 
     # LiteRT's builtin kernels (XNNPACK's fp32 path is as fast as its int8 one on this tiny
-    # network; benchmarks/export_fidelity.py times both paths).
+    # network; benchmarks.export_fidelity times both paths).
     _log(f"latency: {latency_rounds} interleaved rounds, batch 1, 1 thread, builtin kernels, invoke only")
     times = time_invoke(files, "builtin", rounds=latency_rounds)
     base = times["fp32"]
@@ -227,10 +227,10 @@ def main() -> None:
             runs[method][seed] = _train(method, seed, out, args.w4a4_epochs, args.baseline, args.train_flags.split())
     deploy = _deploy(out, runs, seeds, args.baseline, args.latency_rounds)
 
-    _log("step time, interleaved (benchmarks/step_time.py)")
+    _log("step time, interleaved (benchmarks.step_time)")
     step_json = os.path.join(out, "step_time.json")
     subprocess.run(
-        [sys.executable, "benchmarks/step_time.py", f"--rounds={args.step_rounds}", f"--out={step_json}"],
+        [sys.executable, "-m", "benchmarks.step_time", f"--rounds={args.step_rounds}", f"--out={step_json}"],
         check=True,
         cwd=ROOT,
     )

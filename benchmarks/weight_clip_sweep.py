@@ -5,7 +5,7 @@ its kernels (dB, higher is better) and, for Fashion-MNIST models, the top-1 accu
 right after w8a8 / w4a4 calibration. This is the measurement behind the 8-bit
 default k = 8 in `faq_tf.quantizers.DEFAULT_CLIP_SIGMAS`.
 
-Usage: python benchmarks/weight_clip_sweep.py runs/core_accuracy/fp32.h5 [--out runs/weight_clip_sweep.json]
+Usage: python -m benchmarks.weight_clip_sweep runs/core_accuracy/fp32.h5 [--out runs/weight_clip_sweep.json]
 """
 
 import argparse
