@@ -25,12 +25,12 @@ Usage: python -m benchmarks.export_applications [--images 32] [--bn_init random|
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
 
 import faq_tf
+from benchmarks.common import write_json
 from benchmarks.export_fidelity import tflite_ptq_int8
 from export_tflite import ExportError, convert, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner, compare, time_invoke
@@ -171,9 +171,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         keras.backend.clear_session()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"fidelity": rows, "latency": latency}, f, indent=1)
+    write_json(args.out, {"fidelity": rows, "latency": latency})
     if latency:
         print("\n" + latency_markdown(latency))
     if rows:

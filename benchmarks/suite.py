@@ -37,9 +37,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASELINE = os.path.join(ROOT, "baselines", "fashion_mnist", "small_resnet_fp32.h5")
-FLAGS = os.path.join(ROOT, "flags", "fashion_mnist")
+from benchmarks.common import BASELINE, FLAGS, ROOT, logger, read_metrics, run_faq_train, write_report
 
 # name -> (flagfile, precision override or None, label)
 METHODS = {
@@ -50,8 +48,8 @@ METHODS = {
     "faq_w4a4": ("w4a4", None, "FAQ w4a4"),
     "tfmot_w4a4": ("w4a4", "tfmot_w4a4", "tfmot n-bit W4A4 QAT"),
 }
-BITS = {"control8": 32, "control4": 32, "faq_w8a8": 8, "tfmot_int8": 8, "faq_w4a4": 4, "tfmot_w4a4": 4}
 
+# faq-train in a process that writes its peak RSS (KB) to the file named by its first argument.
 _RSS_WRAPPER = (
     "import atexit, resource, runpy, sys\n"
     "out = sys.argv.pop(1)\n"
@@ -60,29 +58,25 @@ _RSS_WRAPPER = (
     "runpy.run_module('faq_tf.train', run_name='__main__')\n"
 )
 
-
-def _log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+_log = logger("bench")
 
 
 def _train(method: str, seed: int, out: str, epochs4: int | None, baseline: str, extra: list[str]) -> dict:
     flagfile, precision, _ = METHODS[method]
     model_dir = os.path.join(out, "runs", f"{method}_seed{seed}")
-    args = [f"--flagfile={os.path.join(FLAGS, flagfile + '.flags')}", f"--model_dir={model_dir}"]
-    args += [f"--pretrained={baseline}", f"--seed={seed}"]
+    args = [f"--pretrained={baseline}", f"--seed={seed}"]
     if precision:
         args.append(f"--precision={precision}")
     if flagfile == "w4a4" and epochs4:  # the exp schedule still decays to lr_final over these epochs
         args.append(f"--epochs={epochs4}")
     args += extra
-    metrics = os.path.join(model_dir, "metrics.json")
     rss_file = os.path.join(model_dir, "peak_rss_kb")
-    if not (os.path.exists(metrics) and os.path.exists(rss_file)):
-        _log(f"{method} seed {seed}: faq-train {' '.join(args[2:])}")
+    if not (os.path.exists(os.path.join(model_dir, "metrics.json")) and os.path.exists(rss_file)):
+        _log(f"{method} seed {seed}: faq-train {' '.join(args)}")
         os.makedirs(model_dir, exist_ok=True)
-        subprocess.run([sys.executable, "-c", _RSS_WRAPPER, rss_file, *args], check=True, cwd=ROOT)
-    with open(metrics) as f:
-        result = json.load(f)
+        launcher = ("-c", _RSS_WRAPPER, rss_file)
+        run_faq_train(os.path.join(FLAGS, f"{flagfile}.flags"), model_dir, args, launcher=launcher)
+    result = read_metrics(model_dir)
     with open(rss_file) as f:
         result["peak_rss_mb"] = int(f.read()) / 1024
     result["model_dir"] = model_dir
@@ -95,21 +89,17 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_rounds: int) -> dict:
     """Exports every integer-deployable model, evaluates the .tflite files, times them."""
-    import numpy as np
-
     import faq_tf
+    from benchmarks.common import fashion_mnist_arrays, fashion_mnist_calibration
     from benchmarks.export_fidelity import tflite_ptq_int8
     from export_tflite import convert
     from export_tflite.evaluate import TfliteRunner, evaluate_arrays, time_invoke
     from faq_tf.compat import tf, tfmot
-    from faq_tf.data.datasets import get_source, make_input
-    from faq_tf.models import MODELS
+    from faq_tf.data.datasets import get_source
 
     source = get_source("fashion_mnist")
-    pre = MODELS["small_resnet"].preprocess
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in make_input(source, "test", 500, (28, 28, 1), pre)])
-    x_test, y_test = np.concatenate(xs), np.concatenate(ys)
-    rep = make_input(source, "train", 128, (28, 28, 1), pre).map(lambda x, y: x).take(5)
+    x_test, y_test = fashion_mnist_arrays(source, "test")
+    rep = fashion_mnist_calibration(source)
     rep_batches = [b.numpy() for b in rep]  # TFLite's representative data: 32 rows of each
 
     tflite_dir = os.path.join(out, "tflite")
@@ -237,8 +227,6 @@ def main() -> None:
     with open(step_json) as f:
         steps = json.load(f)
 
-    import faq_tf  # noqa: F401  (after the subprocesses: keeps this process light while they run)
-
     with open(os.path.join(ROOT, "baselines", "fashion_mnist", "README.md")) as f:
         fp32_top1 = float(f.read().split("Test top-1: **")[1].split("%")[0])
     table = {"fp32": {"label": "fp32 baseline", "mean": fp32_top1, "sd": 0.0, "n": 1}}
@@ -285,11 +273,7 @@ def main() -> None:
         lines.append(f"| {name} | {ms} | {steps['ratio_to_fp32'][name]:.2f}x |")
     md = "\n".join(lines) + "\n"
     result = {"table": table, "deploy": deploy, "step_time": steps, "plots": plots, "seeds": seeds}
-    with open(os.path.join(out, "bench.json"), "w") as f:
-        json.dump(result, f, indent=1, default=str)
-    with open(os.path.join(out, "bench.md"), "w") as f:
-        f.write(md)
-    print("\n" + md)
+    write_report(out, "bench", result, md)
     _log(f"wrote {out}/bench.md, bench.json and {', '.join(os.path.basename(p) for p in plots)}")
 
 

@@ -10,11 +10,11 @@ Usage: python -m benchmarks.weight_clip_sweep runs/core_accuracy/fp32.h5 [--out 
 
 import argparse
 import json
-import os
 
 import numpy as np
 
 import faq_tf
+from benchmarks.common import keras_top1, write_json
 from faq_tf.compat import tf
 from faq_tf.data import load_fashion_mnist
 from faq_tf.quantizers import fake_quant, weight_exponent
@@ -30,7 +30,7 @@ def sqnr_db(w: np.ndarray, bits: int, k: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
     parser.add_argument("--out", default="runs/weight_clip_sweep.json")
     parser.add_argument("--data_dir", default=None)
@@ -45,7 +45,7 @@ def main() -> None:
         for k in KS:
             precision = faq_tf.Precision(bits, bits)
             qat = faq_tf.quantize_model(model, precision, calib, batch_size=128, weight_clip_sigmas=k, verbose=False)
-            top1 = float(np.mean(np.argmax(qat.predict(x_test, batch_size=500, verbose=0), 1) == y_test) * 100)
+            top1 = keras_top1(qat, x_test, y_test)
             row = {
                 "bits": bits,
                 "k": k,
@@ -54,9 +54,7 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(rows, f, indent=1)
+    write_json(args.out, rows)
     print("\n| bits | k | mean kernel SQNR (dB) | top-1 after calibration |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['bits']} | {r['k']} | {r['mean_sqnr_db']} | {r['top1_after_calibration']} |")
