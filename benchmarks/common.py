@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from faq_tf.compat import keras, tf
-    from faq_tf.data.datasets import ImageSource
+    from faq_tf.data import ImageSource
 
 __all__ = [
     "BASELINE",
@@ -93,7 +93,7 @@ def run_faq_train(
 
 
 def _small_resnet_input(source: ImageSource, split: str, batch_size: int) -> tf.data.Dataset:
-    from faq_tf.data.datasets import make_input
+    from faq_tf.data import make_input
     from faq_tf.models import MODELS
 
     spec = MODELS[_MODEL]
@@ -104,7 +104,7 @@ def fashion_mnist_arrays(source: ImageSource, split: str) -> tuple[np.ndarray, n
     """A whole split as small_resnet's input (pixels / 256) and labels, in the files' order.
 
     Args:
-      source: `faq_tf.data.datasets.get_source("fashion_mnist", data_dir)`.
+      source: `faq_tf.data.get_source("fashion_mnist", data_dir)`.
       split: "train" or "test".
 
     Returns:

@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 import faq_tf
-from benchmarks.common import keras_top1, write_json
+from benchmarks.common import fashion_mnist_arrays, keras_top1, write_json
 from faq_tf.compat import keras, tf
-from faq_tf.data import load_fashion_mnist
+from faq_tf.data import get_source
 from faq_tf.models import small_resnet
 
 
@@ -31,8 +31,9 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
 
-    x_train, y_train = load_fashion_mnist("train", args.data_dir)
-    x_test, y_test = load_fashion_mnist("test", args.data_dir)
+    source = get_source("fashion_mnist", args.data_dir)
+    x_train, y_train = fashion_mnist_arrays(source, "train")
+    x_test, y_test = fashion_mnist_arrays(source, "test")
 
     model = small_resnet()
     steps = args.epochs * int(np.ceil(len(x_train) / args.batch_size))

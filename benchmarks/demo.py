@@ -40,7 +40,7 @@ def main() -> None:
     t_start = time.perf_counter()
 
     # Imported here so that --help works before TensorFlow has loaded.
-    from faq_tf.data.datasets import get_source
+    from faq_tf.data import get_source
 
     data_flags = [f"--data_dir={args.data_dir}"] if args.data_dir else []
     source = get_source("fashion_mnist", args.data_dir)  # a clear error if the data is missing

@@ -20,7 +20,7 @@ from benchmarks.common import fashion_mnist_arrays, fashion_mnist_calibration, k
 from export_tflite import convert, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner, compare, evaluate_arrays, time_invoke
 from faq_tf.compat import tf
-from faq_tf.data.datasets import get_source
+from faq_tf.data import get_source
 
 
 def tflite_ptq_int8(model, batches, rows_per_batch: int = 32) -> bytes:

@@ -19,7 +19,7 @@ import faq_tf
 from benchmarks.common import write_json
 from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
-from faq_tf.data.datasets import get_source, make_input
+from faq_tf.data import get_source, make_input
 from faq_tf.models import build_model
 from faq_tf.training import Trainer
 

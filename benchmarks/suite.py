@@ -95,7 +95,7 @@ def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_round
     from export_tflite import convert
     from export_tflite.evaluate import TfliteRunner, evaluate_arrays, time_invoke
     from faq_tf.compat import tf, tfmot
-    from faq_tf.data.datasets import get_source
+    from faq_tf.data import get_source
 
     source = get_source("fashion_mnist")
     x_test, y_test = fashion_mnist_arrays(source, "test")

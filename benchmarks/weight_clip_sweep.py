@@ -14,9 +14,9 @@ import json
 import numpy as np
 
 import faq_tf
-from benchmarks.common import keras_top1, write_json
+from benchmarks.common import fashion_mnist_arrays, keras_top1, write_json
 from faq_tf.compat import tf
-from faq_tf.data import load_fashion_mnist
+from faq_tf.data import get_source
 from faq_tf.quantizers import fake_quant, weight_exponent
 
 KS = [2.0, 3.0, 4.12, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0]
@@ -37,8 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     model = faq_tf.load_model(args.model)
     kernels = [v.numpy() for v in model.weights if v.name.split("/")[-1].startswith(("kernel", "depthwise_kernel"))]
-    x_train, _ = load_fashion_mnist("train", args.data_dir)
-    x_test, y_test = load_fashion_mnist("test", args.data_dir)
+    source = get_source("fashion_mnist", args.data_dir)
+    x_train, _ = fashion_mnist_arrays(source, "train")
+    x_test, y_test = fashion_mnist_arrays(source, "test")
     calib = x_train[:640]
     rows = []
     for bits in (8, 4):
