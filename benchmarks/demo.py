@@ -1,7 +1,7 @@
 """The main job end to end on Fashion-MNIST: FAQ w8a8 and w4a4, integer export, evaluation.
 
   python -m benchmarks.demo                  # what `make demo` runs
-  python -m benchmarks.demo --train_baseline # retrain the fp32 baseline first (+10 min)
+  python -m benchmarks.demo --train_baseline # retrain the fp32 baseline first (fp32.flags, 8 epochs)
 
 1. the fp32 "pretrained" model: baselines/fashion_mnist/small_resnet_fp32.h5 (made by
    flags/fashion_mnist/fp32.flags; see baselines/fashion_mnist/README.md), or retrained;

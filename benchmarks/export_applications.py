@@ -14,8 +14,8 @@ TFLite converter merges equal constants: two of DenseNet121's standalone BNs the
 one kernel and lose its FakeQuant (the exporter refuses that model, naming the layers).
 
 With --latency, each model is also built at its ImageNet size (224x224, InceptionV3
-299x299, 1000 classes) and its fp32, w8a8, w4a4 and TFLite post-training int8 (the
-reference) .tflite files are timed side by side
+299x299, 1000 classes) and its fp32, w8a8, w4a4 (also packed INT4) and TFLite
+post-training int8 (the reference) .tflite files are timed side by side
 (batch 1, 1 thread, `export_tflite.evaluate.time_invoke`) on both LiteRT CPU paths;
 those rows also give the sizes at deployment size.
 

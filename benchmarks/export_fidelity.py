@@ -1,9 +1,11 @@
 """Integer export of the Fashion-MNIST FAQ models: fidelity, size and latency vs fp32.
 
 Reads the faq-train outputs of flags/fashion_mnist/{fp32,w8a8,w4a4}.flags, exports each
-FAQ model with `export_tflite.convert` (int8 I/O, batch 1), evaluates the integer model
-with the LiteRT interpreter on the 10k test images against its Keras model, and times
-batch-1 single-thread inference of every .tflite interleaved with the fp32 .tflite.
+FAQ model with `export_tflite.convert` (int8 I/O, batch 1; 4-bit models also with packed
+INT4 weights), evaluates the integer model with the LiteRT interpreter on the 10k test
+images against its Keras model, and times batch-1 single-thread `invoke()` of every
+.tflite interleaved with the fp32 .tflite, on both LiteRT CPU paths (XNNPACK and the
+builtin kernels). TFLite's own post-training int8 of the fp32 model is a reference row.
 
 Usage: python -m benchmarks.export_fidelity [--runs runs/fashion_mnist] [--out runs/export]
 """

@@ -4,25 +4,25 @@ Everything starts from the same fp32 baseline (baselines/fashion_mnist/small_res
 and uses the same Fashion-MNIST data, loop (faq-train) and schedules:
 
   accuracy, mean +- sd over --seeds (each a faq-train run with --seed):
-    fp32                the baseline itself (one model)
+    fp32                the baseline itself (its top-1 as recorded in baselines/fashion_mnist/README.md)
     fp32 control 8      fp32 fine-tuned with FAQ w8a8's epochs/schedule (w8a8.flags, --precision=fp32)
     FAQ w8a8            flags/fashion_mnist/w8a8.flags (1 epoch)
     tfmot int8 QAT      tfmot's default 8-bit scheme, w8a8.flags' epochs and lr
-    TFLite PTQ int8     the converter with a representative dataset (5 batches), no training
+    TFLite PTQ int8     the converter with a representative dataset (32 images of each of 5 batches), no training
     fp32 control 4      fp32 with FAQ w4a4's epochs/schedule (w4a4.flags, --precision=fp32)
     FAQ w4a4            flags/fashion_mnist/w4a4.flags with --epochs=--w4a4_epochs (default 5)
     tfmot n-bit W4A4    tfmot's experimental n-bit scheme at 4/4 bits, w4a4.flags' schedule
-  and for each integer-deployable entry the .tflite's accuracy under LiteRT;
+  and for each integer-deployable entry the .tflite's accuracy under LiteRT (tfmot int8's QAT
+  model converted with the same converter settings as TFLite PTQ int8);
   training cost: step time per method / fp32 (benchmarks.step_time, interleaved);
-  inference: .tflite size and batch-1 1-thread latency / fp32 (interleaved medians);
+  inference: .tflite size and batch-1 1-thread latency / fp32 (LiteRT builtin kernels, interleaved medians);
   memory: peak RSS of each fine-tuning process;
   plots: accuracy vs bits per method, and the FAQ w4a4 learning curve.
 
 Writes --out/bench.json, bench.md, accuracy_vs_bits.png, w4a4_learning_curve.png. Finished
 runs are reused (faq-train resumes from its checkpoints), so an interrupted suite continues.
 
-The w4a4 budget defaults to 5 epochs (the flagfile and `make demo` use 10, the paper 110):
-3 seeds x 3 methods at that budget took 91 minutes on this 2-core machine (shared with other jobs).
+The w4a4 budget defaults to 5 epochs (the flagfile and `make demo` use 10, the paper 110).
 
 Usage: python -m benchmarks.suite [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 5]
 """

@@ -1,6 +1,6 @@
 """Quantizes every keras.applications model named in the quantization core issue, both policies.
 
-Usage: python -m scripts.check_applications [--out runs/applications.json]
+Usage: python -m scripts.check_applications [--out runs/applications.json] [--models ResNet50 ...]
 
 Models are built with weights=None at a small input size (no download), calibrated on
 random images, and run once. Writes JSON and prints a Markdown table.
