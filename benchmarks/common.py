@@ -6,6 +6,7 @@ processes that only launch faq-train stay light.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,9 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
+if TYPE_CHECKING:
     from faq_tf.compat import keras, tf
     from faq_tf.data import ImageSource
 
@@ -101,7 +102,7 @@ def _small_resnet_input(source: ImageSource, split: str, batch_size: int) -> tf.
 
 
 def fashion_mnist_arrays(source: ImageSource, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split as small_resnet's input (pixels / 256) and labels, in the files' order.
+    """A whole split as small_resnet's input (pixels / 256) and labels, in the source's fixed order.
 
     Args:
       source: `faq_tf.data.get_source("fashion_mnist", data_dir)`.
@@ -110,10 +111,6 @@ def fashion_mnist_arrays(source: ImageSource, split: str) -> tuple[np.ndarray, n
     Returns:
       (images float32 [N, 28, 28, 1], labels int64 [N]).
     """
-    import dataclasses
-
-    import numpy as np
-
     if split == "train":
         # make_input's "train" is shuffled and augmented; its evaluation path keeps the order.
         source = dataclasses.replace(source, test=source.train)
@@ -130,8 +127,6 @@ def fashion_mnist_calibration(source: ImageSource, batches: int = 5) -> tf.data.
 
 def keras_top1(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy (%) of a Keras model on arrays, predicting 500 rows at a time."""
-    import numpy as np
-
     return float(np.mean(np.argmax(model.predict(x, batch_size=500, verbose=0), axis=1) == y) * 100.0)
 
 
