@@ -41,16 +41,16 @@ test: $(STAMP) bazel-tool lint
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP) data
-	$(PY) benchmarks/demo.py --out runs/demo
+	$(PY) -m benchmarks.demo --out runs/demo
 
 bench: $(STAMP) data
-	$(PY) benchmarks/suite.py --out runs/bench
+	$(PY) -m benchmarks.suite --out runs/bench
 
 bazel-test: $(STAMP) bazel-tool
 	bazel test //tests/...
 
 apps: $(STAMP)
-	$(PY) scripts/check_applications.py --out runs/applications.json
+	$(PY) -m scripts.check_applications --out runs/applications.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,29 +4,24 @@ Trains the small fp32 ResNet briefly, then quantizes it with `faq_tf.quantize_mo
 at w8a8 and w4a4 (5 calibration batches of training data) and evaluates all three on
 the 10k test images. Writes JSON and prints a Markdown table.
 
-Usage: python benchmarks/core_accuracy.py [--epochs 3] [--out runs/core_accuracy]
+Usage: python -m benchmarks.core_accuracy [--epochs 3] [--out runs/core_accuracy]
 """
 
 import argparse
-import json
 import os
 import time
 
 import numpy as np
 
 import faq_tf
+from benchmarks.common import fashion_mnist_arrays, keras_top1, write_json
 from faq_tf.compat import keras, tf
-from faq_tf.data import load_fashion_mnist
+from faq_tf.data import get_source
 from faq_tf.models import small_resnet
 
 
-def accuracy(model, x, y) -> float:
-    logits = model.predict(x, batch_size=500, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=1) == y) * 100.0)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
@@ -36,8 +31,9 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
 
-    x_train, y_train = load_fashion_mnist("train", args.data_dir)
-    x_test, y_test = load_fashion_mnist("test", args.data_dir)
+    source = get_source("fashion_mnist", args.data_dir)
+    x_train, y_train = fashion_mnist_arrays(source, "train")
+    x_test, y_test = fashion_mnist_arrays(source, "test")
 
     model = small_resnet()
     steps = args.epochs * int(np.ceil(len(x_train) / args.batch_size))
@@ -56,10 +52,10 @@ def main() -> None:
     calib = x_train[rng.permutation(len(x_train))[: 5 * args.batch_size]]
     calib_ds = tf.data.Dataset.from_tensor_slices(calib).batch(args.batch_size)
 
-    results = {"fp32": accuracy(model, x_test, y_test)}
+    results = {"fp32": keras_top1(model, x_test, y_test)}
     for precision in ("w8a8", "w4a4"):
         qat = faq_tf.quantize_model(model, precision, calib_ds, verbose=False)
-        results[precision] = accuracy(qat, x_test, y_test)
+        results[precision] = keras_top1(qat, x_test, y_test)
         with open(os.path.join(args.out, f"{precision}_summary.txt"), "w") as f:
             f.write(faq_tf.precision_summary(qat) + "\n")
 
@@ -73,8 +69,7 @@ def main() -> None:
         "drop_vs_fp32": {k: round(v - results["fp32"], 2) for k, v in results.items()},
         "seed": args.seed,
     }
-    with open(os.path.join(args.out, "core_accuracy.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_json(os.path.join(args.out, "core_accuracy.json"), report)
     print("\n| model | top-1 (%) | change vs fp32 |\n|---|---|---|")
     for k, v in results.items():
         label = "fp32 (trained)" if k == "fp32" else f"{k} after calibration, no fine-tuning"

@@ -1,7 +1,7 @@
 """The main job end to end on Fashion-MNIST: FAQ w8a8 and w4a4, integer export, evaluation.
 
-  python benchmarks/demo.py                  # what `make demo` runs
-  python benchmarks/demo.py --train_baseline # retrain the fp32 baseline first (+10 min)
+  python -m benchmarks.demo                  # what `make demo` runs
+  python -m benchmarks.demo --train_baseline # retrain the fp32 baseline first (fp32.flags, 8 epochs)
 
 1. the fp32 "pretrained" model: baselines/fashion_mnist/small_resnet_fp32.h5 (made by
    flags/fashion_mnist/fp32.flags; see baselines/fashion_mnist/README.md), or retrained;
@@ -18,28 +18,13 @@ resumes finished or interrupted runs from their checkpoints.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASELINE = os.path.join(ROOT, "baselines", "fashion_mnist", "small_resnet_fp32.h5")
-FLAGS = os.path.join(ROOT, "flags", "fashion_mnist")
+from benchmarks.common import BASELINE, FLAGS, ROOT, logger, run_faq_train, write_report
 
-
-def _log(message: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _train(flagfile: str, model_dir: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "faq_tf.train", f"--flagfile={flagfile}", f"--model_dir={model_dir}", *extra]
-    _log("running: " + " ".join(cmd[1:]))
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-        return json.load(f)["final"]
+_log = logger("demo")
 
 
 def main() -> None:
@@ -55,7 +40,7 @@ def main() -> None:
     t_start = time.perf_counter()
 
     # Imported here so that --help works before TensorFlow has loaded.
-    from faq_tf.data.datasets import get_source
+    from faq_tf.data import get_source
 
     data_flags = [f"--data_dir={args.data_dir}"] if args.data_dir else []
     source = get_source("fashion_mnist", args.data_dir)  # a clear error if the data is missing
@@ -65,7 +50,7 @@ def main() -> None:
     os.makedirs(fp32_dir, exist_ok=True)
     fp32_model = os.path.join(fp32_dir, "model.h5")
     if args.train_baseline:
-        _train(os.path.join(FLAGS, "fp32.flags"), fp32_dir, data_flags)
+        run_faq_train(os.path.join(FLAGS, "fp32.flags"), fp32_dir, data_flags, log=_log)
     elif not os.path.exists(fp32_model):
         if not os.path.exists(args.baseline):
             raise SystemExit(f"No fp32 baseline at {args.baseline}; pass --baseline=FILE.h5 or --train_baseline.")
@@ -78,11 +63,11 @@ def main() -> None:
         if precision == "w4a4" and args.w4a4_epochs:
             extra.append(f"--epochs={args.w4a4_epochs}")
         _log(f"FAQ {precision}: calibrate, then fine-tune")
-        results[precision] = _train(os.path.join(FLAGS, f"{precision}.flags"), os.path.join(out, precision), extra)
+        flagfile = os.path.join(FLAGS, f"{precision}.flags")
+        results[precision] = run_faq_train(flagfile, os.path.join(out, precision), extra, log=_log)["final"]
 
     _log("exporting to fully integer .tflite, verifying, evaluating with LiteRT")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import export_fidelity
+    from benchmarks import export_fidelity
 
     rows = export_fidelity.measure(out, os.path.join(out, "tflite"), log=_log, data_dir=args.data_dir)
     table = [
@@ -104,8 +89,6 @@ def main() -> None:
         r["precision"] = precision
     minutes = (time.perf_counter() - t_start) / 60
     summary = {"rows": rows, "fine_tuning": results, "minutes": round(minutes, 2), "out": out}
-    with open(os.path.join(out, "demo.json"), "w") as f:
-        json.dump(summary, f, indent=1)
     md = (
         "Fashion-MNIST, small_resnet (78k parameters), 10k test images. Keras = the fine-tuned QAT model; "
         "integer TFLite = its export run by the LiteRT interpreter (XNNPACK, batch 1, int8 in/out); "
@@ -113,9 +96,7 @@ def main() -> None:
         + "\n".join(table)
         + "\n"
     )
-    with open(os.path.join(out, "demo.md"), "w") as f:
-        f.write(md)
-    print("\n" + md)
+    write_report(out, "demo", summary, md)
     _log(f"done in {minutes:.1f} min; outputs in {os.path.relpath(out, ROOT)}/ (demo.md, demo.json, tflite/)")
 
 

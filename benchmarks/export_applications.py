@@ -14,24 +14,24 @@ TFLite converter merges equal constants: two of DenseNet121's standalone BNs the
 one kernel and lose its FakeQuant (the exporter refuses that model, naming the layers).
 
 With --latency, each model is also built at its ImageNet size (224x224, InceptionV3
-299x299, 1000 classes) and its fp32, w8a8, w4a4 and TFLite post-training int8 (the
-reference) .tflite files are timed side by side
+299x299, 1000 classes) and its fp32, w8a8, w4a4 (also packed INT4) and TFLite
+post-training int8 (the reference) .tflite files are timed side by side
 (batch 1, 1 thread, `export_tflite.evaluate.time_invoke`) on both LiteRT CPU paths;
 those rows also give the sizes at deployment size.
 
-Usage: python benchmarks/export_applications.py [--images 32] [--bn_init random|keras]
+Usage: python -m benchmarks.export_applications [--images 32] [--bn_init random|keras]
          [--latency [--latency_rounds 5] [--latency_only]] [--out runs/export_applications.json]
 """
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
-from export_fidelity import tflite_ptq_int8  # benchmarks/, next to this file
 
 import faq_tf
+from benchmarks.common import write_json
+from benchmarks.export_fidelity import tflite_ptq_int8
 from export_tflite import ExportError, convert, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner, compare, time_invoke
 from faq_tf.compat import keras, tf
@@ -171,9 +171,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         keras.backend.clear_session()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"fidelity": rows, "latency": latency}, f, indent=1)
+    write_json(args.out, {"fidelity": rows, "latency": latency})
     if latency:
         print("\n" + latency_markdown(latency))
     if rows:

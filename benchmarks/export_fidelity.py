@@ -1,30 +1,28 @@
 """Integer export of the Fashion-MNIST FAQ models: fidelity, size and latency vs fp32.
 
 Reads the faq-train outputs of flags/fashion_mnist/{fp32,w8a8,w4a4}.flags, exports each
-FAQ model with `export_tflite.convert` (int8 I/O, batch 1), evaluates the integer model
-with the LiteRT interpreter on the 10k test images against its Keras model, and times
-batch-1 single-thread inference of every .tflite interleaved with the fp32 .tflite.
+FAQ model with `export_tflite.convert` (int8 I/O, batch 1; 4-bit models also with packed
+INT4 weights), evaluates the integer model with the LiteRT interpreter on the 10k test
+images against its Keras model, and times batch-1 single-thread `invoke()` of every
+.tflite interleaved with the fp32 .tflite, on both LiteRT CPU paths (XNNPACK and the
+builtin kernels). TFLite's own post-training int8 of the fp32 model is a reference row.
 
-Usage: python benchmarks/export_fidelity.py [--runs runs/fashion_mnist] [--out runs/export]
+Usage: python -m benchmarks.export_fidelity [--runs runs/fashion_mnist] [--out runs/export]
 """
 
 import argparse
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 
 import faq_tf
+from benchmarks.common import fashion_mnist_arrays, fashion_mnist_calibration, keras_top1, write_json
 from export_tflite import convert, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner, compare, evaluate_arrays, time_invoke
 from faq_tf.compat import tf
-from faq_tf.data.datasets import get_source, make_input
-from faq_tf.models import MODELS
-
-
-def _arrays(ds):
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
-    return np.concatenate(xs), np.concatenate(ys)
+from faq_tf.data import get_source
 
 
 def tflite_ptq_int8(model, batches, rows_per_batch: int = 32) -> bytes:
@@ -49,7 +47,7 @@ def measure(
     precisions: tuple[str, ...] = ("w8a8", "w4a4"),
     latency_rounds: int = 20,
     latency_runs: int = 50,
-    log=print,
+    log: Callable[[str], None] = print,
     data_dir: str | None = None,
 ) -> dict:
     """Exports, verifies, evaluates and times the faq-train runs under `runs`.
@@ -67,13 +65,12 @@ def measure(
     """
     os.makedirs(out, exist_ok=True)
     source = get_source("fashion_mnist", data_dir)
-    pre = MODELS["small_resnet"].preprocess
-    x_test, y_test = _arrays(make_input(source, "test", 500, (28, 28, 1), pre))
-    rep = make_input(source, "train", 128, (28, 28, 1), pre).map(lambda x, y: x).take(5)
+    x_test, y_test = fashion_mnist_arrays(source, "test")
+    rep = fashion_mnist_calibration(source)
 
     fp32 = faq_tf.load_model(os.path.join(runs, "fp32", "model.h5"))
     files = {"fp32": tf.lite.TFLiteConverter.from_keras_model(fp32).convert()}
-    fp32_top1 = float(np.mean(fp32.predict(x_test, 500, verbose=0).argmax(1) == y_test) * 100)
+    fp32_top1 = keras_top1(fp32, x_test, y_test)
     rows = {"fp32": {"keras_top1": fp32_top1}}
     log("[export] TFLite's own post-training int8 of the fp32 model, for reference")
     files["ptq_int8"] = tflite_ptq_int8(fp32, [b.numpy() for b in rep])
@@ -86,7 +83,7 @@ def measure(
         faq_tf.snap_to_accumulator_grid(qat)  # what faq-train does before saving (older runs may predate it)
         reference = quantize_float_outputs(qat, rep)
         keras_logits = reference.predict(x_test, 500, verbose=0)
-        qat_top1 = float(np.mean(qat.predict(x_test, 500, verbose=0).argmax(1) == y_test) * 100)
+        qat_top1 = keras_top1(qat, x_test, y_test)
         for name, pack in variants.items():
             log(f"[export] {name}: converting, verifying, evaluating {len(x_test)} test images with LiteRT")
             content = convert(qat, representative_data=rep, pack_int4=pack)
@@ -114,8 +111,7 @@ def measure(
         for name, seconds in times.items():
             rows[name][f"latency_ms{suffix}"] = round(seconds * 1000, 4)
             rows[name][f"latency_vs_fp32{suffix}"] = round(seconds / times["fp32"], 3)
-    with open(os.path.join(out, "export_fidelity.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    write_json(os.path.join(out, "export_fidelity.json"), rows)
     return rows
 
 
@@ -140,7 +136,7 @@ def markdown(rows: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/fashion_mnist")
     parser.add_argument("--out", default="runs/export")
     parser.add_argument("--latency_rounds", type=int, default=20)

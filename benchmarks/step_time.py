@@ -5,27 +5,27 @@ n-bit 4/4 QAT), then times `Trainer.train_update` for each in round-robin blocks
 same batches, so machine noise hits all of them alike.
 Reports the median step time, the ratio to fp32 and the implied seconds per epoch.
 
-Usage: python benchmarks/step_time.py [--model small_resnet] [--batch_size 128] [--rounds 15]
+Usage: python -m benchmarks.step_time [--model small_resnet] [--batch_size 128] [--rounds 15]
 """
 
 import argparse
 import json
-import os
 import statistics
 import time
 
 import numpy as np
 
 import faq_tf
+from benchmarks.common import write_json
 from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
-from faq_tf.data.datasets import get_source, make_input
+from faq_tf.data import get_source, make_input
 from faq_tf.models import build_model
 from faq_tf.training import Trainer
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="small_resnet")
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--batch_size", type=int, default=128)
@@ -73,9 +73,7 @@ def main() -> None:
             p: [round(float(np.percentile(v[2], q)) * 1000, 1) for q in (10, 90)] for p, v in variants.items()
         },
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.out, result)
     print(json.dumps(result, indent=1))
     print("\n| precision | median step (ms) | ratio to fp32 | s / epoch |\n|---|---|---|---|")
     for p in variants:

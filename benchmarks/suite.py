@@ -4,27 +4,27 @@ Everything starts from the same fp32 baseline (baselines/fashion_mnist/small_res
 and uses the same Fashion-MNIST data, loop (faq-train) and schedules:
 
   accuracy, mean +- sd over --seeds (each a faq-train run with --seed):
-    fp32                the baseline itself (one model)
+    fp32                the baseline itself (its top-1 as recorded in baselines/fashion_mnist/README.md)
     fp32 control 8      fp32 fine-tuned with FAQ w8a8's epochs/schedule (w8a8.flags, --precision=fp32)
     FAQ w8a8            flags/fashion_mnist/w8a8.flags (1 epoch)
     tfmot int8 QAT      tfmot's default 8-bit scheme, w8a8.flags' epochs and lr
-    TFLite PTQ int8     the converter with a representative dataset (5 batches), no training
+    TFLite PTQ int8     the converter with a representative dataset (32 images of each of 5 batches), no training
     fp32 control 4      fp32 with FAQ w4a4's epochs/schedule (w4a4.flags, --precision=fp32)
     FAQ w4a4            flags/fashion_mnist/w4a4.flags with --epochs=--w4a4_epochs (default 5)
     tfmot n-bit W4A4    tfmot's experimental n-bit scheme at 4/4 bits, w4a4.flags' schedule
-  and for each integer-deployable entry the .tflite's accuracy under LiteRT;
-  training cost: step time per method / fp32 (benchmarks/step_time.py, interleaved);
-  inference: .tflite size and batch-1 1-thread latency / fp32 (interleaved medians);
+  and for each integer-deployable entry the .tflite's accuracy under LiteRT (tfmot int8's QAT
+  model converted with the same converter settings as TFLite PTQ int8);
+  training cost: step time per method / fp32 (benchmarks.step_time, interleaved);
+  inference: .tflite size and batch-1 1-thread latency / fp32 (LiteRT builtin kernels, interleaved medians);
   memory: peak RSS of each fine-tuning process;
   plots: accuracy vs bits per method, and the FAQ w4a4 learning curve.
 
 Writes --out/bench.json, bench.md, accuracy_vs_bits.png, w4a4_learning_curve.png. Finished
 runs are reused (faq-train resumes from its checkpoints), so an interrupted suite continues.
 
-The w4a4 budget defaults to 5 epochs (the flagfile and `make demo` use 10, the paper 110):
-3 seeds x 3 methods at that budget took 91 minutes on this 2-core machine (shared with other jobs).
+The w4a4 budget defaults to 5 epochs (the flagfile and `make demo` use 10, the paper 110).
 
-Usage: python benchmarks/suite.py [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 5]
+Usage: python -m benchmarks.suite [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 5]
 """
 
 from __future__ import annotations
@@ -37,9 +37,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASELINE = os.path.join(ROOT, "baselines", "fashion_mnist", "small_resnet_fp32.h5")
-FLAGS = os.path.join(ROOT, "flags", "fashion_mnist")
+from benchmarks.common import BASELINE, FLAGS, ROOT, logger, read_metrics, run_faq_train, write_report
 
 # name -> (flagfile, precision override or None, label)
 METHODS = {
@@ -50,8 +48,8 @@ METHODS = {
     "faq_w4a4": ("w4a4", None, "FAQ w4a4"),
     "tfmot_w4a4": ("w4a4", "tfmot_w4a4", "tfmot n-bit W4A4 QAT"),
 }
-BITS = {"control8": 32, "control4": 32, "faq_w8a8": 8, "tfmot_int8": 8, "faq_w4a4": 4, "tfmot_w4a4": 4}
 
+# faq-train in a process that writes its peak RSS (KB) to the file named by its first argument.
 _RSS_WRAPPER = (
     "import atexit, resource, runpy, sys\n"
     "out = sys.argv.pop(1)\n"
@@ -60,29 +58,25 @@ _RSS_WRAPPER = (
     "runpy.run_module('faq_tf.train', run_name='__main__')\n"
 )
 
-
-def _log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+_log = logger("bench")
 
 
 def _train(method: str, seed: int, out: str, epochs4: int | None, baseline: str, extra: list[str]) -> dict:
     flagfile, precision, _ = METHODS[method]
     model_dir = os.path.join(out, "runs", f"{method}_seed{seed}")
-    args = [f"--flagfile={os.path.join(FLAGS, flagfile + '.flags')}", f"--model_dir={model_dir}"]
-    args += [f"--pretrained={baseline}", f"--seed={seed}"]
+    args = [f"--pretrained={baseline}", f"--seed={seed}"]
     if precision:
         args.append(f"--precision={precision}")
     if flagfile == "w4a4" and epochs4:  # the exp schedule still decays to lr_final over these epochs
         args.append(f"--epochs={epochs4}")
     args += extra
-    metrics = os.path.join(model_dir, "metrics.json")
     rss_file = os.path.join(model_dir, "peak_rss_kb")
-    if not (os.path.exists(metrics) and os.path.exists(rss_file)):
-        _log(f"{method} seed {seed}: faq-train {' '.join(args[2:])}")
+    if not (os.path.exists(os.path.join(model_dir, "metrics.json")) and os.path.exists(rss_file)):
+        _log(f"{method} seed {seed}: faq-train {' '.join(args)}")
         os.makedirs(model_dir, exist_ok=True)
-        subprocess.run([sys.executable, "-c", _RSS_WRAPPER, rss_file, *args], check=True, cwd=ROOT)
-    with open(metrics) as f:
-        result = json.load(f)
+        launcher = ("-c", _RSS_WRAPPER, rss_file)
+        run_faq_train(os.path.join(FLAGS, f"{flagfile}.flags"), model_dir, args, launcher=launcher)
+    result = read_metrics(model_dir)
     with open(rss_file) as f:
         result["peak_rss_mb"] = int(f.read()) / 1024
     result["model_dir"] = model_dir
@@ -95,21 +89,17 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_rounds: int) -> dict:
     """Exports every integer-deployable model, evaluates the .tflite files, times them."""
-    import numpy as np
-    from export_fidelity import tflite_ptq_int8  # benchmarks/, next to this file
-
     import faq_tf
+    from benchmarks.common import fashion_mnist_arrays, fashion_mnist_calibration
+    from benchmarks.export_fidelity import tflite_ptq_int8
     from export_tflite import convert
     from export_tflite.evaluate import TfliteRunner, evaluate_arrays, time_invoke
     from faq_tf.compat import tf, tfmot
-    from faq_tf.data.datasets import get_source, make_input
-    from faq_tf.models import MODELS
+    from faq_tf.data import get_source
 
     source = get_source("fashion_mnist")
-    pre = MODELS["small_resnet"].preprocess
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in make_input(source, "test", 500, (28, 28, 1), pre)])
-    x_test, y_test = np.concatenate(xs), np.concatenate(ys)
-    rep = make_input(source, "train", 128, (28, 28, 1), pre).map(lambda x, y: x).take(5)
+    x_test, y_test = fashion_mnist_arrays(source, "test")
+    rep = fashion_mnist_calibration(source)
     rep_batches = [b.numpy() for b in rep]  # TFLite's representative data: 32 rows of each
 
     tflite_dir = os.path.join(out, "tflite")
@@ -140,7 +130,7 @@ def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_round
     deployed["ptq_int8"] = [evaluate_arrays(TfliteRunner(files["ptq_int8"]), x_test, y_test)[0]["top1"]]
 
     # LiteRT's builtin kernels (XNNPACK's fp32 path is as fast as its int8 one on this tiny
-    # network; benchmarks/export_fidelity.py times both paths).
+    # network; benchmarks.export_fidelity times both paths).
     _log(f"latency: {latency_rounds} interleaved rounds, batch 1, 1 thread, builtin kernels, invoke only")
     times = time_invoke(files, "builtin", rounds=latency_rounds)
     base = times["fp32"]
@@ -213,31 +203,39 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--latency_rounds", type=int, default=20)
     parser.add_argument("--step_rounds", type=int, default=12)
-    parser.add_argument("--methods", default=",".join(METHODS), help="Subset of training methods to run.")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="Train only these methods; the report needs all of them, so a subset stops after training.",
+    )
     parser.add_argument("--train_flags", default="", help="Extra faq-train flags, e.g. --steps_per_epoch=10 (smoke).")
     args = parser.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    if unknown := sorted(set(methods) - set(METHODS)):
+        parser.error(f"unknown --methods {unknown}: choose from {', '.join(METHODS)}")
     t0 = time.perf_counter()
 
     runs = {m: {} for m in METHODS}
     for seed in seeds:  # seed-major, so a partial suite already covers every method
-        for method in args.methods.split(","):
+        for method in methods:
             runs[method][seed] = _train(method, seed, out, args.w4a4_epochs, args.baseline, args.train_flags.split())
+    if set(methods) != set(METHODS):  # the tables and plots compare every method
+        _log(f"trained {', '.join(methods)}; a later run of all methods into the same --out reuses them")
+        return
     deploy = _deploy(out, runs, seeds, args.baseline, args.latency_rounds)
 
-    _log("step time, interleaved (benchmarks/step_time.py)")
+    _log("step time, interleaved (benchmarks.step_time)")
     step_json = os.path.join(out, "step_time.json")
     subprocess.run(
-        [sys.executable, "benchmarks/step_time.py", f"--rounds={args.step_rounds}", f"--out={step_json}"],
+        [sys.executable, "-m", "benchmarks.step_time", f"--rounds={args.step_rounds}", f"--out={step_json}"],
         check=True,
         cwd=ROOT,
     )
     with open(step_json) as f:
         steps = json.load(f)
-
-    import faq_tf  # noqa: F401  (after the subprocesses: keeps this process light while they run)
 
     with open(os.path.join(ROOT, "baselines", "fashion_mnist", "README.md")) as f:
         fp32_top1 = float(f.read().split("Test top-1: **")[1].split("%")[0])
@@ -285,11 +283,7 @@ def main() -> None:
         lines.append(f"| {name} | {ms} | {steps['ratio_to_fp32'][name]:.2f}x |")
     md = "\n".join(lines) + "\n"
     result = {"table": table, "deploy": deploy, "step_time": steps, "plots": plots, "seeds": seeds}
-    with open(os.path.join(out, "bench.json"), "w") as f:
-        json.dump(result, f, indent=1, default=str)
-    with open(os.path.join(out, "bench.md"), "w") as f:
-        f.write(md)
-    print("\n" + md)
+    write_report(out, "bench", result, md)
     _log(f"wrote {out}/bench.md, bench.json and {', '.join(os.path.basename(p) for p in plots)}")
 
 

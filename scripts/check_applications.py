@@ -1,6 +1,6 @@
 """Quantizes every keras.applications model named in the quantization core issue, both policies.
 
-Usage: python scripts/check_applications.py [--out runs/applications.json]
+Usage: python -m scripts.check_applications [--out runs/applications.json] [--models ResNet50 ...]
 
 Models are built with weights=None at a small input size (no download), calibrated on
 random images, and run once. Writes JSON and prints a Markdown table.
@@ -8,12 +8,12 @@ random images, and run once. Writes JSON and prints a Markdown table.
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
 
 import faq_tf
+from benchmarks.common import write_json
 from faq_tf import introspect
 from faq_tf.compat import keras
 
@@ -33,7 +33,7 @@ APPS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/applications.json")
     parser.add_argument("--models", nargs="*", default=list(APPS))
     args = parser.parse_args()
@@ -63,9 +63,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         keras.backend.clear_session()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(rows, f, indent=1)
+    write_json(args.out, rows)
     print("\n| model | precision | ok | 4-bit / 8-bit weights | 4-bit / 8-bit activations | s |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from faq_tf.compat import tf
-from faq_tf.data.datasets import get_source, make_input
+from faq_tf.data import get_source, make_input
 from faq_tf.models import MODELS
 
 

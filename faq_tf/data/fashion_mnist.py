@@ -1,8 +1,10 @@
 """Fashion-MNIST from local IDX files (Debian's `dataset-fashion-mnist`), no download.
 
 `apt-get install dataset-fashion-mnist` puts the four gzipped IDX files in
-/usr/share/datasets/fashion-mnist. Pixels are scaled by 1/256, so every image lies
-exactly on the grid of the 8-bit input quantizer Q(8, -8).
+/usr/share/datasets/fashion-mnist. `load_fashion_mnist_uint8` reads them as raw pixels;
+`faq_tf.data.get_source("fashion_mnist")` serves them, and a model's preprocessing
+(small_resnet's: pixels / 256, on the grid of the 8-bit input quantizer Q(8, -8)) is
+applied by `faq_tf.data.make_input`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import struct
 
 import numpy as np
 
-__all__ = ["DEFAULT_DIR", "load_fashion_mnist", "load_fashion_mnist_uint8", "DatasetNotFoundError"]
+__all__ = ["DEFAULT_DIR", "load_fashion_mnist_uint8", "DatasetNotFoundError"]
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 _FILES = {
@@ -76,9 +78,3 @@ def load_fashion_mnist_uint8(split: str = "train", data_dir: str | None = None) 
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{data_dir}: {images.shape[0]} images but {labels.shape[0]} labels")
     return images[..., None], labels.astype(np.int64)
-
-
-def load_fashion_mnist(split: str = "train", data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Like `load_fashion_mnist_uint8`, with images as float32 pixels / 256 in [0, 255/256]."""
-    images, labels = load_fashion_mnist_uint8(split, data_dir)
-    return images.astype(np.float32) / 256.0, labels
