@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from faq_tf.compat import deserialize, keras, register, tf, tfmot
-from faq_tf.quantizers import exporting, fake_quant
+from faq_tf.quantizers import fake_quant
+from faq_tf.tracing import exporting
 
 __all__ = ["QuantizeInput", "BatchNormWrapper"]
 
@@ -67,7 +68,7 @@ class BatchNormWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
     on the accumulator grid) this form is exact, and the Keras model rounds exactly the
     ties that the integer model rounds.
 
-    For export (`faq_tf.quantizers.export_trace`) a BN that follows a conv traces as the
+    For export (`faq_tf.tracing.export_trace`) a BN that follows a conv traces as the
     layer's FusedBatchNorm, which the converter folds into the conv. A *standalone* BN
     (DenseNet's, after a concat) traces as the same function written as a 1x1 depthwise
     conv with the 8-bit multipliers as its kernel: the converter would otherwise make a

@@ -27,12 +27,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 from typing import Any
 
 from faq_tf.compat import keras, register, tf, tfmot
+from faq_tf.tracing import exporting, packing
 
 __all__ = [
     "MIN_BITS",
@@ -45,9 +44,6 @@ __all__ = [
     "control_exponent",
     "weight_exponent",
     "fake_quant",
-    "packed_sub8bit_weights",
-    "export_trace",
-    "exporting",
     "ROUNDING_MODES",
     "FixedPointQuantizer",
     "WeightQuantizer",
@@ -71,49 +67,6 @@ MAX_CONSTANT_BITS = 32
 # step near sigma) so that the grid does not round almost every weight to zero.
 DEFAULT_CLIP_SIGMAS: dict[int, float] = {2: 1.0, 3: 2.15, 4: 4.12}
 _CLIP_SIGMAS_5_AND_ABOVE = 5.0
-
-_STORAGE = threading.local()
-
-
-@contextlib.contextmanager
-def packed_sub8bit_weights(enabled: bool = True):
-    """Within this context, weights below 8 bits trace as b-bit FakeQuant ops.
-
-    The TFLite converter stores those as packed INT4 tensors (half the bytes, but not
-    supported by every runtime, e.g. the Edge TPU). Outside it they trace as a clip to
-    the b-bit range plus an 8-bit FakeQuant with the same step: int8 storage holding only
-    b-bit values. Both compute the same numbers.
-    """
-    with _tracing_flag("packed", enabled):
-        yield
-
-
-@contextlib.contextmanager
-def export_trace():
-    """Within this context, activation quantizers trace only ops the TFLite converter maps.
-
-    Outside it, inference (training=False) also applies the integer runtime's tie rule
-    (`ROUNDING_MODES`), a few elementwise ops that the converter would keep as float.
-    `export_tflite.convert` traces the model inside this context.
-    """
-    with _tracing_flag("export", True):
-        yield
-
-
-@contextlib.contextmanager
-def _tracing_flag(name: str, value: bool):
-    previous = getattr(_STORAGE, name, False)
-    setattr(_STORAGE, name, value)
-    try:
-        yield
-    finally:
-        setattr(_STORAGE, name, previous)
-
-
-def exporting() -> bool:
-    """True inside `export_trace()`."""
-    return getattr(_STORAGE, "export", False)
-
 
 # How an integer runtime rounds a value that lies exactly halfway between two levels.
 # FakeQuant (training) rounds ties up; LiteRT's CPU kernels (XNNPACK, its default) round
@@ -271,7 +224,7 @@ def fake_quant(
         elementwise ops after the FakeQuant, so use it for inference only. Activations
         only (not with `per_channel` or `constant`).
       weight: `x` is a weight tensor. Per-channel ones always are; a per-tensor one
-        (Dense) below 8 bits then traces, inside `packed_sub8bit_weights`, as a b-bit
+        (Dense) below 8 bits then traces, inside `faq_tf.tracing.packed_sub8bit_weights`, as a b-bit
         FakeQuant the converter stores as packed INT4, and otherwise like a b-bit
         activation (clip, 8-bit FakeQuant).
 
@@ -283,7 +236,7 @@ def fake_quant(
     if bits > MAX_BITS or constant:
         return _ste_round_clip(x, step, float(q_min), float(q_max))
     if per_channel:
-        if bits < 8 and not getattr(_STORAGE, "packed", False):
+        if bits < 8 and not packing():
             x = tf.clip_by_value(x, q_min * step, q_max * step)
             q_min, q_max = integer_range(8, signed)
             bits = 8
@@ -291,7 +244,7 @@ def fake_quant(
         lo = tf.fill([channels], q_min * step)
         hi = tf.fill([channels], q_max * step)
         return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, lo, hi, num_bits=bits, narrow_range=signed)
-    if bits < 8 and weight and getattr(_STORAGE, "packed", False):
+    if bits < 8 and weight and packing():
         # Symmetric b-bit values with scale 2^l exactly: the narrow range has 2^b - 1 levels.
         return tf.quantization.fake_quant_with_min_max_vars(
             x, q_min * step, q_max * step, num_bits=bits, narrow_range=True

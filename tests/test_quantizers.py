@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from faq_tf import quantizers as Q
+from faq_tf import tracing
 from faq_tf.compat import keras, tf
 from faq_tf.configs import FaqQuantizeConfig
 
@@ -74,9 +75,30 @@ def test_activation_rounding_applies_at_inference_only():
     x = tf.constant([0.5, 1.5, 2.5])
     np.testing.assert_array_equal(q(x, True, weights).numpy(), [1, 2, 3])  # training: FakeQuant, ties up
     np.testing.assert_array_equal(q(x, False, weights).numpy(), [0, 2, 2])  # inference: the runtime's rule
-    with Q.export_trace():  # what the converter sees: FakeQuant alone
+    with tracing.export_trace():  # what the converter sees: FakeQuant alone
         np.testing.assert_array_equal(q(x, False, weights).numpy(), [1, 2, 3])
     assert Q.ActivationQuantizer.from_config(q.get_config()) == q
+
+
+def test_trace_flags_nest_and_restore():
+    assert not tracing.exporting() and not tracing.packing()
+    with tracing.packed_sub8bit_weights(), tracing.export_trace():
+        assert tracing.exporting() and tracing.packing()
+        with tracing.packed_sub8bit_weights(False):
+            assert not tracing.packing() and tracing.exporting()
+        assert tracing.packing()
+    assert not tracing.exporting() and not tracing.packing()
+
+
+def test_packed_sub8bit_weights_trace_the_same_values():
+    # Packed (b-bit FakeQuant) and int8 storage (clip + 8-bit FakeQuant) hold the same numbers.
+    x = tf.constant([[-3.0, -0.375, -0.125, 0.1, 0.375, 1.8, 3.0]])
+    for per_channel in (True, False):
+        stored = Q.fake_quant(x, 4, -2.0, True, per_channel=per_channel, weight=True).numpy()
+        with tracing.packed_sub8bit_weights():
+            packed = Q.fake_quant(x, 4, -2.0, True, per_channel=per_channel, weight=True).numpy()
+        np.testing.assert_array_equal(packed, stored)
+        np.testing.assert_array_equal(stored, [[-1.75, -0.25, 0.0, 0.0, 0.5, 1.75, 1.75]])
 
 
 @pytest.mark.parametrize("bits,l,signed,x,expected", [r for r in QUANT_TABLE if r[0] <= 16])
