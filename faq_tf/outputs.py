@@ -17,8 +17,8 @@ from __future__ import annotations
 from faq_tf import calibration, graph, registry
 from faq_tf.compat import keras, tfmot
 from faq_tf.layers import QuantizeInput
-from faq_tf.quantize import quantize_scope
 from faq_tf.quantizers import ActivationQuantizer, FixedExponentQuantizer, exponent_for_range
+from faq_tf.saving import quantize_scope
 
 __all__ = ["float_outputs", "quantize_float_outputs"]
 

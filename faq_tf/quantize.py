@@ -8,30 +8,19 @@ tfmot `QuantizeWrapperV2` holding its `FaqQuantizeConfig`.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from faq_tf import calibration, graph, policy, registry
-from faq_tf.compat import custom_objects, keras, tfmot
+from faq_tf.compat import keras, tfmot
 from faq_tf.introspect import initialize_weight_exponents, precision_summary
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
 from faq_tf.quantizers import ActivationQuantizer, control_exponent
+from faq_tf.saving import quantize_scope
 
 _Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
 
-__all__ = ["quantize_model", "quantize_scope", "save_model", "load_model"]
-
-
-def quantize_scope() -> contextlib.AbstractContextManager:
-    """The scope needed to load a faq_tf QAT model (`.h5` or SavedModel).
-
-    Example:
-      >>> with faq_tf.quantize_scope():
-      ...     model = keras.models.load_model("model.h5")
-    """
-    return tfmot.quantization.keras.quantize_scope(custom_objects())
+__all__ = ["quantize_model"]
 
 
 def _nonnegative(model: keras.Model, g: graph.Graph) -> dict[str, bool]:
@@ -217,92 +206,3 @@ def _stored_input(plans: dict[str, policy.LayerPlan], g: graph.Graph, name: str)
             return None
         name = producers[0]
     return plans[name]
-
-
-_KERAS_FORMAT_ERROR = (
-    "A QAT model saved as .keras cannot be reloaded with tensorflow-model-optimization 0.8.1 "
-    "(tfmot's quantize layers lose variables in that format). Save to a path ending in .h5, "
-    "or to a directory (SavedModel)."
-)
-
-
-def save_model(model: keras.Model, path: str | os.PathLike) -> None:
-    """Saves a QAT model as `.h5` or SavedModel, refusing the broken `.keras` format.
-
-    Raises:
-      ValueError: for a `.keras` path.
-    """
-    path = os.fspath(path)
-    if path.endswith(".keras"):
-        raise ValueError(f"{path}: {_KERAS_FORMAT_ERROR}")
-    if path.endswith((".h5", ".hdf5")):
-        # Written beside and renamed: a failed save (full disk) never damages an older file.
-        tmp = f"{path}.tmp{os.getpid()}.h5"
-        try:
-            model.save(tmp, save_format="h5")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    else:
-        # Layer call traces are skipped: a wrapped BatchNormalization's traced call would
-        # capture its quantized gamma from the wrapper's graph, which SavedModel refuses.
-        # Loading rebuilds the layers from their configs under `quantize_scope` instead.
-        model.save(path, save_format="tf", save_traces=False)
-
-
-def _model_config_text(path: str) -> str:
-    """The raw model config stored in an .h5 file or a SavedModel folder ("" if none)."""
-    if os.path.isdir(path):
-        meta = os.path.join(path, "keras_metadata.pb")
-        if os.path.exists(meta):
-            with open(meta, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        return ""
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            config = f.attrs.get("model_config", "")
-    except OSError:
-        return ""  # not HDF5: Keras' own loader reports it
-    return config.decode() if isinstance(config, bytes) else str(config)
-
-
-def _refuse_code(path: str) -> None:
-    """Raises if the saved model would deserialize Python code (a Lambda layer).
-
-    Keras' safe_mode only guards the .keras format; an .h5 Lambda layer holds marshalled
-    bytecode that loading would run. faq_tf never loads it.
-    """
-    text = _model_config_text(path)
-    for marker in ('"class_name": "Lambda"', '"class_name":"Lambda"'):
-        if marker in text:
-            raise ValueError(
-                f"{path} contains a Lambda layer (stored Python bytecode). faq_tf does not deserialize code "
-                "(Keras safe_mode stays on). Rebuild the model in Python and use model.load_weights(path), "
-                "or replace the Lambda with a registered layer."
-            )
-
-
-def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
-    """Loads a model saved by `save_model`; never runs stored code.
-
-    Keras safe_mode stays on, and models with Lambda layers (whose .h5 config holds
-    bytecode that safe_mode does not cover) are refused before anything is deserialized.
-
-    Raises:
-      ValueError: for a `.keras` path, a model with a Lambda layer, or a file that is not a
-        readable model.
-    """
-    path = os.fspath(path)
-    if path.endswith(".keras"):
-        raise ValueError(f"{path}: {_KERAS_FORMAT_ERROR}")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model at {path}")
-    _refuse_code(path)
-    with quantize_scope():
-        try:
-            return keras.models.load_model(path, compile=compile, safe_mode=True)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"Could not load a Keras model from {path}: {e}") from e

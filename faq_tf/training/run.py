@@ -28,7 +28,8 @@ from faq_tf.data.datasets import get_source, make_input
 from faq_tf.diagnostics.grad_noise import EMA_FACTOR, GradNoiseMonitor
 from faq_tf.models import build_model
 from faq_tf.outputs import float_outputs, quantize_float_outputs
-from faq_tf.quantize import quantize_model, save_model
+from faq_tf.quantize import quantize_model
+from faq_tf.saving import save_model
 from faq_tf.training.checkpoints import restore_latest_good
 from faq_tf.training.config import TrainConfig
 from faq_tf.training.trainer import Trainer, get_strategy
