@@ -1,8 +1,10 @@
 """The precision policy: which tensor of which layer gets how many bits (section 3.1).
 
-This module only decides bits; `faq_tf.quantize` applies them. A policy is a frozen
+This module only decides; `faq_tf.quantize` applies the decisions. A policy is a frozen
 `Precision` (parsed from strings such as ``"w8a8"``, ``"w4a4"`` or ``"w4a8"``) plus
-per-layer overrides, resolved against a canonical model into one `LayerPlan` per layer.
+per-layer overrides, resolved against a canonical model into one `LayerPlan` per layer
+(`plan_model`). After calibration, `share_runtime_scales` gives the tensors that the
+TFLite converter stores on one scale (pooling outputs, concatenations) that scale.
 
 Low-precision rules (any policy below 8 bits), from the paper:
 
@@ -31,7 +33,15 @@ from faq_tf.compat import keras
 from faq_tf.graph import Graph, model_graph
 from faq_tf.quantizers import MAX_BITS, MIN_BITS
 
-__all__ = ["Precision", "LayerPlan", "parse_precision", "parse_override", "plan_model", "PRESETS"]
+__all__ = [
+    "Precision",
+    "LayerPlan",
+    "parse_precision",
+    "parse_override",
+    "plan_model",
+    "share_runtime_scales",
+    "PRESETS",
+]
 
 _SPEC = re.compile(r"^(?:w(\d+))?(?:a(\d+))?$")
 
@@ -353,3 +363,67 @@ def _output_rounding(name: str, graph: Graph, plans: dict[str, LayerPlan]) -> st
         name = producers[0]
     layer = graph.layers[name]
     return registry.get_layer_info(layer).rounding if registry.supports(layer) else "half_up"
+
+
+def share_runtime_scales(plans: dict[str, LayerPlan], graph: Graph) -> None:
+    """Gives tensors the scale the TFLite converter will give them, so Keras rounds the same.
+
+    * AveragePooling2D, MaxPooling2D: the integer op keeps its input's scale; the output
+      takes the input's bits, exponent and sign. (MaxPooling2D has its own output
+      quantizer, a no-op on values already on the grid, because the converter turns a
+      max-pooled tensor read by both convs and an average pool, as in InceptionV3's
+      mixed0, into float without one.)
+    * Concatenate: the converter gives a joined tensor the concat's scale (rounding its
+      accumulator once, straight to that grid) unless the op producing it fixes its scale
+      (a pooling op: a QUANTIZE op then re-rounds it, as the Keras concat's quantizer
+      does). The concat and the joined tensors get one exponent (the coarsest, so every
+      range is kept) and one sign (with mixed signs the converter picks a range that is
+      not a power of two).
+
+    `faq_tf.quantize_model` calls it after calibration, so that the Keras model rounds
+    each of these tensors on the grid the integer model stores it on.
+
+    Args:
+      plans: the calibrated plans from `plan_model` (`signed` and `exponent` set). The
+        plans of pooling and concatenation layers, and of the tensors a concatenation
+        joins, are changed in place.
+      graph: the layer graph of the canonical model the plans were made for.
+    """
+    # Until every rule holds at once (InceptionV3: pools of concats, nested concats). It ends:
+    # exponents only grow and signs only turn signed, pools copying their (growing) sources.
+    changed = True
+    while changed:
+        changed = False
+        for name, plan in plans.items():
+            kind = type(graph.layers[name])
+            if plan.activation_bits is None:
+                continue
+            if kind in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D):
+                source = _stored_input(plans, graph, graph.producers[name][0])
+                group, shared = [plan], None
+                if source is not None:
+                    shared = (source.activation_bits, source.exponent, source.signed)
+            elif kind is keras.layers.Concatenate:
+                joined = [_stored_input(plans, graph, n) for n in graph.producers[name]]
+                fixed = ("AveragePooling2D", "MaxPooling2D")  # keep their input's scale: requantized
+                group = [plan] + [p for p in joined if p is not None and p.class_name not in fixed]
+                exponents = [p.exponent for p in group if p.exponent is not None]
+                signed = plan.signed or any(p.signed for p in joined if p is not None)
+                shared = None if not exponents else (None, max(exponents), signed)
+            else:
+                continue
+            for p in group if shared is not None else []:
+                bits = shared[0] if shared[0] is not None else p.activation_bits
+                if (p.activation_bits, p.exponent, p.signed) != (bits, shared[1], shared[2]):
+                    p.activation_bits, p.exponent, p.signed = bits, shared[1], shared[2]
+                    changed = True
+
+
+def _stored_input(plans: dict[str, LayerPlan], graph: Graph, name: str) -> LayerPlan | None:
+    """The plan of the quantized tensor a layer input comes from (through pass-through layers)."""
+    while plans[name].activation_bits is None:
+        producers = graph.producers[name]
+        if plans[name].role not in ("passthrough", "input") or len(producers) != 1:
+            return None
+        name = producers[0]
+    return plans[name]

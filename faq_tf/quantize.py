@@ -1,9 +1,12 @@
 """`quantize_model`: a pretrained fp32 Keras model in, a FAQ quantization-aware model out.
 
 Steps: canonicalize the graph (`faq_tf.graph`), resolve the precision policy
-(`faq_tf.policy`), calibrate activation ranges on the unquantized network
-(`faq_tf.calibration`), then rebuild the model with every layer wrapped in a
-tfmot `QuantizeWrapperV2` holding its `FaqQuantizeConfig`.
+(`faq_tf.policy.plan_model`), calibrate activation ranges on the unquantized network
+(`faq_tf.calibration`), share the scales the converter shares
+(`faq_tf.policy.share_runtime_scales`), then rebuild the model: each layer with something
+to quantize is wrapped in a tfmot `QuantizeWrapperV2` (`BatchNormWrapper` for a
+BatchNormalization) holding its `FaqQuantizeConfig`, the network input gets a
+`QuantizeInput`, and skipped or unquantized layers stay as they are.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ _Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
 __all__ = ["quantize_model"]
 
 
-def _nonnegative(model: keras.Model, g: graph.Graph) -> dict[str, bool]:
+def _nonnegative(g: graph.Graph) -> dict[str, bool]:
     """Static sign analysis for the uncalibrated control mode."""
     result: dict[str, bool] = {}
     for name, layer in g.layers.items():
@@ -115,12 +118,12 @@ def quantize_model(
             p.signed = ranges[n].signed and p.role != "relu"
             p.exponent = ranges[n].exponent(p.activation_bits, p.signed)
     else:
-        nonneg = _nonnegative(canonical, g)
+        nonneg = _nonnegative(g)
         for n, p in quantized.items():
             p.signed = not nonneg[n]
             p.exponent = control_exponent(p.activation_bits, p.signed)
 
-    _share_runtime_scales(plans, g)
+    policy.share_runtime_scales(plans, g)
 
     def make_layers(layer):
         plan = plans[layer.name]
@@ -151,58 +154,3 @@ def quantize_model(
     if verbose:  # the report the caller asked for
         print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
     return qat
-
-
-def _share_runtime_scales(plans: dict[str, policy.LayerPlan], g: graph.Graph) -> None:
-    """Gives tensors the scale the TFLite converter will give them, so Keras rounds the same.
-
-    * AveragePooling2D, MaxPooling2D: the integer op keeps its input's scale; the output
-      takes the input's bits, exponent and sign. (MaxPooling2D has its own output
-      quantizer, a no-op on values already on the grid, because the converter turns a
-      max-pooled tensor read by both convs and an average pool, as in InceptionV3's
-      mixed0, into float without one.)
-    * Concatenate: the converter gives a joined tensor the concat's scale (rounding its
-      accumulator once, straight to that grid) unless the op producing it fixes its scale
-      (a pooling op: a QUANTIZE op then re-rounds it, as the Keras concat's quantizer
-      does). The concat and the joined tensors get one exponent (the coarsest, so every
-      range is kept) and one sign (with mixed signs the converter picks a range that is
-      not a power of two).
-    """
-    # Until every rule holds at once (InceptionV3: pools of concats, nested concats). It ends:
-    # exponents only grow and signs only turn signed, pools copying their (growing) sources.
-    changed = True
-    while changed:
-        changed = False
-        for name, plan in plans.items():
-            kind = type(g.layers[name])
-            if plan.activation_bits is None:
-                continue
-            if kind in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D):
-                source = _stored_input(plans, g, g.producers[name][0])
-                group, shared = [plan], None
-                if source is not None:
-                    shared = (source.activation_bits, source.exponent, source.signed)
-            elif kind is keras.layers.Concatenate:
-                joined = [_stored_input(plans, g, n) for n in g.producers[name]]
-                fixed = ("AveragePooling2D", "MaxPooling2D")  # keep their input's scale: requantized
-                group = [plan] + [p for p in joined if p is not None and p.class_name not in fixed]
-                exponents = [p.exponent for p in group if p.exponent is not None]
-                signed = plan.signed or any(p.signed for p in joined if p is not None)
-                shared = None if not exponents else (None, max(exponents), signed)
-            else:
-                continue
-            for p in group if shared is not None else []:
-                bits = shared[0] if shared[0] is not None else p.activation_bits
-                if (p.activation_bits, p.exponent, p.signed) != (bits, shared[1], shared[2]):
-                    p.activation_bits, p.exponent, p.signed = bits, shared[1], shared[2]
-                    changed = True
-
-
-def _stored_input(plans: dict[str, policy.LayerPlan], g: graph.Graph, name: str) -> policy.LayerPlan | None:
-    """The plan of the quantized tensor a layer input comes from (through pass-through layers)."""
-    while plans[name].activation_bits is None:
-        producers = g.producers[name]
-        if plans[name].role not in ("passthrough", "input") or len(producers) != 1:
-            return None
-        name = producers[0]
-    return plans[name]

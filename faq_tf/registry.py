@@ -100,7 +100,7 @@ _LAYER_TABLE: tuple[LayerInfo, ...] = (
     LayerInfo(L.Rescaling, output=COMPUTED),
     LayerInfo(L.Normalization, output=COMPUTED),
     _passthrough(L.InputLayer),
-    LayerInfo(L.MaxPooling2D, output=COMPUTED),  # quantized at its input's scale (faq_tf.quantize)
+    LayerInfo(L.MaxPooling2D, output=COMPUTED),  # quantized at its input's scale (policy.share_runtime_scales)
     _passthrough(L.GlobalMaxPooling2D),
     _passthrough(L.ZeroPadding2D),
     _passthrough(L.Cropping2D),
