@@ -31,7 +31,7 @@ from absl import logging
 from faq_tf import registry
 from faq_tf.compat import keras
 from faq_tf.graph import Graph, model_graph
-from faq_tf.quantizers import MAX_BITS, MIN_BITS
+from faq_tf.quantizers import MAX_BITS, MIN_BITS, check_bits
 
 __all__ = [
     "Precision",
@@ -44,12 +44,6 @@ __all__ = [
 ]
 
 _SPEC = re.compile(r"^(?:w(\d+))?(?:a(\d+))?$")
-
-
-def _bits(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
-        raise ValueError(f"{what} must be an integer in [{MIN_BITS}, {MAX_BITS}], got {value!r}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +69,9 @@ class Precision:
     quantize_logits: bool | None = None
 
     def __post_init__(self):
-        _bits(self.weight_bits, "weight_bits")
-        _bits(self.activation_bits, "activation_bits")
-        _bits(self.input_bits, "input_bits")
+        check_bits(self.weight_bits, "weight_bits")
+        check_bits(self.activation_bits, "activation_bits")
+        check_bits(self.input_bits, "input_bits")
         low = self.weight_bits < 8 or self.activation_bits < 8
         defaults = {
             "other_activation_bits": max(8, self.activation_bits),
@@ -89,7 +83,7 @@ class Precision:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         for name in ("other_activation_bits", "edge_weight_bits", "classifier_input_bits"):
-            _bits(getattr(self, name), name)
+            check_bits(getattr(self, name), name)
 
     @property
     def name(self) -> str:
@@ -145,8 +139,8 @@ def parse_override(spec: str | Mapping[str, Any] | Override) -> Override:
             raise ValueError(f"Unknown override keys {sorted(unknown)} in {dict(spec)!r}")
         wb, ab = spec.get("weight_bits"), spec.get("activation_bits")
         return Override(
-            None if wb is None else _bits(wb, "weight_bits"),
-            None if ab is None else _bits(ab, "activation_bits"),
+            None if wb is None else check_bits(wb, "weight_bits"),
+            None if ab is None else check_bits(ab, "activation_bits"),
             bool(spec.get("skip", False)),
         )
     text = str(spec).strip().lower()
@@ -160,8 +154,8 @@ def parse_override(spec: str | Mapping[str, Any] | Override) -> Override:
         )
     wb, ab = match.groups()
     return Override(
-        None if wb is None else _bits(int(wb), "weight_bits"),
-        None if ab is None else _bits(int(ab), "activation_bits"),
+        None if wb is None else check_bits(int(wb), "weight_bits"),
+        None if ab is None else check_bits(int(ab), "activation_bits"),
     )
 
 

@@ -37,6 +37,10 @@ __all__ = [
     "MIN_BITS",
     "MAX_BITS",
     "MIN_EXPONENT",
+    "MAX_CONSTANT_BITS",
+    "MAX_ABS_EXPONENT",
+    "check_bits",
+    "check_exponent",
     "DEFAULT_CLIP_SIGMAS",
     "integer_range",
     "default_clip_sigmas",
@@ -97,10 +101,45 @@ def _tie_correction(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float, r
 MIN_EXPONENT = -24
 
 
-def _check_bits(bits: Any, maximum: int = MAX_BITS) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= maximum:
-        raise ValueError(f"bits must be an integer in [{MIN_BITS}, {maximum}], got {bits!r}")
-    return bits
+# The largest |l| of a fixed exponent: 2^l then stays a normal float32 (2^-126 is the smallest).
+MAX_ABS_EXPONENT = 126
+
+
+def check_bits(value: Any, what: str = "bits", maximum: int = MAX_BITS) -> int:
+    """Checks a number of bits b; every bit count faq_tf accepts goes through here.
+
+    Args:
+      value: the candidate b.
+      what: the argument's name, for the message (e.g. "weight_bits").
+      maximum: the largest b allowed (`MAX_BITS`, or `MAX_CONSTANT_BITS` for constants).
+
+    Returns:
+      `value`, an int in [MIN_BITS, maximum].
+
+    Raises:
+      ValueError: naming `what` and the value, for a bool, a non-int or a b out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= maximum:
+        raise ValueError(f"{what} must be an integer in [{MIN_BITS}, {maximum}], got {value!r}")
+    return value
+
+
+def check_exponent(value: Any, what: str = "exponent") -> int:
+    """Checks a fixed exponent l; every constant l faq_tf accepts goes through here.
+
+    Args:
+      value: the candidate l.
+      what: the argument's name, for the message.
+
+    Returns:
+      `value`, an int in [-MAX_ABS_EXPONENT, MAX_ABS_EXPONENT].
+
+    Raises:
+      ValueError: naming `what` and the value, for a bool, a non-int or an l out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_ABS_EXPONENT:
+        raise ValueError(f"{what} must be an integer in [-{MAX_ABS_EXPONENT}, {MAX_ABS_EXPONENT}], got {value!r}")
+    return value
 
 
 def integer_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -326,7 +365,7 @@ class WeightQuantizer(FixedPointQuantizer):
     """
 
     def __init__(self, bits: int = 8, clip_sigmas: float | None = None, per_channel: bool = True):
-        self.bits = _check_bits(bits)
+        self.bits = check_bits(bits)
         if clip_sigmas is None:
             clip_sigmas = default_clip_sigmas(bits)
         if not (isinstance(clip_sigmas, (int, float)) and 0 < clip_sigmas < 1e3):
@@ -368,13 +407,11 @@ class ActivationQuantizer(FixedPointQuantizer):
     """
 
     def __init__(self, bits: int = 8, signed: bool = False, exponent: int | None = None, rounding: str = "half_up"):
-        self.bits = _check_bits(bits)
+        self.bits = check_bits(bits)
         self.signed = bool(signed)
         if exponent is None:
             exponent = control_exponent(self.bits, self.signed)
-        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
-            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
-        self.exponent = exponent
+        self.exponent = check_exponent(exponent)
         if rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
         self.rounding = rounding
@@ -405,10 +442,8 @@ class FixedExponentQuantizer(FixedPointQuantizer):
     """
 
     def __init__(self, bits: int = 32, exponent: int = -16, signed: bool = True, constant: bool = True):
-        self.bits = _check_bits(bits, MAX_CONSTANT_BITS)
-        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
-            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
-        self.exponent = exponent
+        self.bits = check_bits(bits, maximum=MAX_CONSTANT_BITS)
+        self.exponent = check_exponent(exponent)
         self.signed = bool(signed)
         self.constant = bool(constant)
         if bits > MAX_BITS and not self.constant:
@@ -444,10 +479,8 @@ class BatchNormMultiplierQuantizer(FixedPointQuantizer):
     """
 
     def __init__(self, bits: int = 8, exponent: int = -4):
-        self.bits = _check_bits(bits)
-        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
-            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
-        self.exponent = exponent
+        self.bits = check_bits(bits)
+        self.exponent = check_exponent(exponent)
 
     def build(self, tensor_shape, name: str, layer) -> dict[str, Any]:
         bn = getattr(layer, "layer", layer)  # the wrapper passes itself

@@ -1,10 +1,12 @@
 """Q(b, l) maths against hand-derived tables, STE gradients, weight l, and configs."""
 
+import re
+
 import numpy as np
 import pytest
 
+from faq_tf import policy, tracing
 from faq_tf import quantizers as Q
-from faq_tf import tracing
 from faq_tf.compat import keras, tf
 from faq_tf.configs import FaqQuantizeConfig
 
@@ -250,6 +252,66 @@ def test_bad_bits_are_rejected_with_the_value(bits):
         Q.ActivationQuantizer(bits)
     with pytest.raises(ValueError, match="bits"):
         Q.WeightQuantizer(bits)
+
+
+@pytest.mark.parametrize("bits", [2, 8, 16])
+def test_check_bits_returns_valid_bits(bits):
+    assert Q.check_bits(bits) == bits
+    assert Q.check_bits(bits, "weight_bits") == bits
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,message",
+    [
+        ((17,), {}, r"^bits must be an integer in \[2, 16\], got 17$"),
+        ((17, "weight_bits"), {}, r"^weight_bits must be an integer in \[2, 16\], got 17$"),
+        ((1,), {"what": "activation_bits"}, r"^activation_bits must be an integer in \[2, 16\], got 1$"),
+        ((33,), {"maximum": 32}, r"^bits must be an integer in \[2, 32\], got 33$"),
+        ((True,), {}, r"^bits must be an integer in \[2, 16\], got True$"),
+        ((8.0,), {}, r"^bits must be an integer in \[2, 16\], got 8\.0$"),
+        (("8",), {}, r"^bits must be an integer in \[2, 16\], got '8'$"),
+    ],
+)
+def test_check_bits_names_the_argument_and_the_value(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Q.check_bits(*args, **kwargs)
+
+
+def test_bit_checks_everywhere_use_one_wording():
+    assert Q.check_bits(32, maximum=Q.MAX_CONSTANT_BITS) == 32
+    assert Q.FixedExponentQuantizer(32).bits == 32
+    with pytest.raises(ValueError, match=r"^bits must be an integer in \[2, 32\], got 33$"):
+        Q.FixedExponentQuantizer(33)
+    with pytest.raises(ValueError, match=r"^weight_bits must be an integer in \[2, 16\], got 17$"):
+        policy.Precision(17, 8)
+    with pytest.raises(ValueError, match=r"^classifier_input_bits must be an integer in \[2, 16\], got 1$"):
+        policy.Precision(4, 4, classifier_input_bits=1)
+    with pytest.raises(ValueError, match=r"^activation_bits must be an integer in \[2, 16\], got 20$"):
+        policy.parse_override("a20")
+
+
+@pytest.mark.parametrize("exponent", [-126, -8, 0, 126])
+def test_check_exponent_returns_valid_exponents(exponent):
+    assert Q.check_exponent(exponent) == exponent
+    assert Q.ActivationQuantizer(8, exponent=exponent).exponent == exponent
+
+
+@pytest.mark.parametrize("exponent", [127, -127, 1.5, -4.0, True, "3", None])
+def test_check_exponent_names_the_value(exponent):
+    message = rf"^exponent must be an integer in \[-126, 126\], got {re.escape(repr(exponent))}$"
+    with pytest.raises(ValueError, match=message):
+        Q.check_exponent(exponent)
+    makers = [
+        lambda: Q.FixedExponentQuantizer(8, exponent, constant=False),
+        lambda: Q.BatchNormMultiplierQuantizer(8, exponent),
+    ]
+    if exponent is not None:  # None asks ActivationQuantizer for the control value
+        makers.append(lambda: Q.ActivationQuantizer(8, exponent=exponent))
+    for make in makers:
+        with pytest.raises(ValueError, match=message):
+            make()
+    with pytest.raises(ValueError, match=r"^l must be an integer in \[-126, 126\], got 127$"):
+        Q.check_exponent(127, "l")
 
 
 def test_bad_arguments():
