@@ -16,7 +16,7 @@ the same function in a form that float32 computes exactly: moving mean 0, moving
 variance 1 - eps (so that sqrt(var + eps) is exactly 1), gamma = the 8-bit multiplier
 m_c, beta = the snapped offset, conv bias 0. With `faq_tf.layers.BatchNormWrapper` the
 Keras model then computes every pre-activation exactly, as the integer model does,
-and the two round the same ties (`faq_tf.quantizers.ROUNDING_MODES`).
+and the two round the same ties (`faq_tf.quantizers.Rounding`).
 
 Accuracy moves a little, which is why faq-train evaluates again after snapping (the
 `make demo` runs: w8a8 92.56 -> 92.62, w4a4 91.92 -> 92.16 on the 10k test images).
@@ -38,6 +38,7 @@ from faq_tf import graph, introspect, registry
 from faq_tf.compat import keras, tfmot
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
 from faq_tf.quantizers import BatchNormMultiplierQuantizer, FixedExponentQuantizer, WeightQuantizer
+from faq_tf.registry import OutputKind
 
 __all__ = ["SnapReport", "snap_to_accumulator_grid"]
 
@@ -90,7 +91,7 @@ def _input_exponent(g: graph.Graph, name: str) -> int | None:
                 return outs[0].exponent
             layer = layer.layer
         # Only layers the registry marks as pass-through keep their input's scale.
-        if not registry.supports(layer) or registry.get_layer_info(layer).output != registry.PASSTHROUGH:
+        if not registry.supports(layer) or registry.get_layer_info(layer).output is not OutputKind.PASSTHROUGH:
             return None
 
 

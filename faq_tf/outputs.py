@@ -17,7 +17,8 @@ from __future__ import annotations
 from faq_tf import calibration, graph, registry
 from faq_tf.compat import keras, tfmot
 from faq_tf.layers import QuantizeInput
-from faq_tf.quantizers import ActivationQuantizer, FixedExponentQuantizer, exponent_for_range
+from faq_tf.quantizers import ActivationQuantizer, FixedExponentQuantizer, Rounding, exponent_for_range
+from faq_tf.registry import OutputKind
 from faq_tf.saving import quantize_scope
 
 __all__ = ["float_outputs", "quantize_float_outputs"]
@@ -46,22 +47,22 @@ def float_outputs(model: keras.Model) -> list[str]:
         if _quantized_output(layer) or isinstance(layer, keras.layers.InputLayer):
             continue
         inner = getattr(layer, "layer", layer)
-        passthrough = registry.supports(inner) and registry.get_layer_info(inner).output == registry.PASSTHROUGH
+        passthrough = registry.supports(inner) and registry.get_layer_info(inner).output is OutputKind.PASSTHROUGH
         if not passthrough:
             tail.append(name)
         stack.extend(g.producers[name])
     return tail
 
 
-def _rounding(g: graph.Graph, name: str) -> str:
+def _rounding(g: graph.Graph, name: str) -> Rounding:
     """The tie rule of the op computing layer `name`'s output (through linear activations)."""
     while True:
         layer = g.layers[name]
         inner = getattr(layer, "layer", layer)
         if not registry.supports(inner):
-            return "half_up"
+            return Rounding.HALF_UP
         info = registry.get_layer_info(inner)
-        if info.output == registry.COMPUTED or len(g.producers[name]) != 1:
+        if info.output is OutputKind.COMPUTED or len(g.producers[name]) != 1:
             return info.rounding
         name = g.producers[name][0]
 

@@ -22,6 +22,7 @@ branches before their Add, linear bottlenecks, concatenations, pooled means) get
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -31,10 +32,12 @@ from absl import logging
 from faq_tf import registry
 from faq_tf.compat import keras
 from faq_tf.graph import Graph, model_graph
-from faq_tf.quantizers import MAX_BITS, MIN_BITS, check_bits
+from faq_tf.quantizers import MAX_BITS, MIN_BITS, Rounding, check_bits
+from faq_tf.registry import ActivationKind, FuseKind, OutputKind, WeightRole
 
 __all__ = [
     "Precision",
+    "Role",
     "LayerPlan",
     "parse_precision",
     "parse_override",
@@ -159,6 +162,20 @@ def parse_override(spec: str | Mapping[str, Any] | Override) -> Override:
     )
 
 
+class Role(str, enum.Enum):
+    """Why a layer's output is, or is not, quantized (`LayerPlan.role`)."""
+
+    INPUT = "input"  # the network input: input_bits
+    RELU = "relu"  # a ReLU output inside the network: activation_bits, unsigned
+    OTHER = "other"  # another stored tensor (residual branch, concat, pooled mean): other_activation_bits
+    FIXED = "fixed"  # softmax/sigmoid/tanh: 8 bits on the range the int8 kernels fix
+    CLASSIFIER_INPUT = "classifier_input"  # feeds the last weight layer: classifier_input_bits
+    LOGITS = "logits"  # the last weight layers' outputs and what follows: float unless quantize_logits
+    FUSED = "fused"  # the integer runtime fuses it into its sole consumer: float
+    PASSTHROUGH = "passthrough"  # stays on its input's grid: not quantized again
+    SKIPPED = "skipped"  # left float by a "skip" override
+
+
 @dataclasses.dataclass
 class LayerPlan:
     """What one layer gets.
@@ -168,8 +185,7 @@ class LayerPlan:
       class_name: layer class.
       weight_bits: bits of its kernel (8 for BN constants); None: float weights.
       activation_bits: bits of its output; None: output not quantized.
-      role: why the output is (not) quantized: "input", "relu", "other", "fixed",
-        "classifier_input", "logits", "fused", "passthrough" or "skipped".
+      role: why the output is (not) quantized, a `Role`.
       signed: whether the output range is signed (set by calibration).
       exponent: the output's l (set by calibration); None: control value.
       rounding: the tie rule of the integer op that computes the output: that of the
@@ -180,15 +196,15 @@ class LayerPlan:
     class_name: str
     weight_bits: int | None = None
     activation_bits: int | None = None
-    role: str = "passthrough"
+    role: Role = Role.PASSTHROUGH
     signed: bool = False
     exponent: int | None = None
-    rounding: str = "half_up"
+    rounding: Rounding = Rounding.HALF_UP
 
 
 def _is_relu(layer) -> bool:
     info = registry.get_layer_info(layer)
-    return info.output == registry.ACTIVATION and registry.activation_kind(layer) == "relu"
+    return info.output is OutputKind.ACTIVATION and registry.activation_kind(layer) is ActivationKind.RELU
 
 
 def _fused(layer, info, graph: Graph) -> bool:
@@ -196,9 +212,9 @@ def _fused(layer, info, graph: Graph) -> bool:
     if len(consumers) != 1 or layer.name in graph.outputs:
         return False
     nxt = graph.layers[consumers[0]]
-    if registry.FUSES_BN in info.fuses_into and type(nxt) is keras.layers.BatchNormalization:
+    if FuseKind.BATCH_NORM in info.fuses_into and type(nxt) is keras.layers.BatchNormalization:
         return True
-    return registry.FUSES_RELU in info.fuses_into and registry.supports(nxt) and _is_relu(nxt)
+    return FuseKind.RELU in info.fuses_into and registry.supports(nxt) and _is_relu(nxt)
 
 
 def _match_overrides(name: str, overrides) -> Override | None:
@@ -265,7 +281,7 @@ def plan_model(
         extra = f" ({len(unsupported) - 1} more unsupported layers follow it)" if len(unsupported) > 1 else ""
         raise registry.UnsupportedLayerError(f"{unsupported[0]}{extra}")
 
-    kernels = {n for n, i in infos.items() if any(r == registry.WEIGHT for _, r in i.weights)}
+    kernels = {n for n, i in infos.items() if any(r is WeightRole.WEIGHT for _, r in i.weights)}
     has_kernel_above = {}
     for n in names:  # topological order
         has_kernel_above[n] = any(p in kernels or has_kernel_above[p] for p in graph.producers[n])
@@ -292,53 +308,51 @@ def plan_model(
         plans[name] = plan
         ov = _match_overrides(name, overrides)
         if name not in infos:
-            plan.role = "skipped"
+            plan.role = Role.SKIPPED
             continue
         info = infos[name]
         roles = {r for _, r in info.weights}
-        if registry.WEIGHT in roles:
+        if WeightRole.WEIGHT in roles:
             edge = name in first or name in tail
             plan.weight_bits = precision.edge_weight_bits if edge else precision.weight_bits
-        elif registry.BN_MULTIPLIER in roles:
+        elif WeightRole.BN_MULTIPLIER in roles:
             plan.weight_bits = registry.BN_BITS
 
+        kind = registry.activation_kind(layer) if info.output is OutputKind.ACTIVATION else None
         if isinstance(layer, keras.layers.InputLayer):
-            plan.role, plan.activation_bits = "input", precision.input_bits
-        elif info.output == registry.PASSTHROUGH:
-            plan.role = "passthrough"
-        elif info.output == registry.ACTIVATION and registry.activation_kind(layer) == "identity":
-            plan.role = "passthrough"
-        elif info.output == registry.COMPUTED and _fused(layer, info, graph):
-            plan.role = "fused"
+            plan.role, plan.activation_bits = Role.INPUT, precision.input_bits
+        elif info.output is OutputKind.PASSTHROUGH or kind is ActivationKind.IDENTITY:
+            plan.role = Role.PASSTHROUGH
+        elif info.output is OutputKind.COMPUTED and _fused(layer, info, graph):
+            plan.role = Role.FUSED
         elif name in tail:
-            plan.role = "logits"
-            fixed = info.output == registry.ACTIVATION and registry.activation_kind(layer) == "fixed"
+            plan.role = Role.LOGITS
             if precision.quantize_logits:
-                plan.activation_bits = 8 if fixed else precision.other_activation_bits
-        elif info.output == registry.ACTIVATION and registry.activation_kind(layer) == "fixed":
-            plan.role, plan.activation_bits = "fixed", 8
+                plan.activation_bits = 8 if kind is ActivationKind.FIXED else precision.other_activation_bits
+        elif kind is ActivationKind.FIXED:
+            plan.role, plan.activation_bits = Role.FIXED, 8
         elif feeds_classifier[name]:
-            plan.role, plan.activation_bits = "classifier_input", precision.classifier_input_bits
-        elif info.output == registry.ACTIVATION:
-            plan.role, plan.activation_bits = "relu", precision.activation_bits
+            plan.role, plan.activation_bits = Role.CLASSIFIER_INPUT, precision.classifier_input_bits
+        elif info.output is OutputKind.ACTIVATION:
+            plan.role, plan.activation_bits = Role.RELU, precision.activation_bits
         else:
-            plan.role, plan.activation_bits = "other", precision.other_activation_bits
+            plan.role, plan.activation_bits = Role.OTHER, precision.other_activation_bits
 
         if ov is not None:
             if ov.weight_bits is not None:
-                if registry.WEIGHT in roles:
+                if WeightRole.WEIGHT in roles:
                     plan.weight_bits = ov.weight_bits
                 else:
                     logging.warning("Override w%d ignored for '%s': it has no kernel.", ov.weight_bits, name)
             if ov.activation_bits is not None:
-                if plan.role in ("fused", "passthrough"):
+                if plan.role in (Role.FUSED, Role.PASSTHROUGH):
                     logging.warning(
                         "Override a%d ignored for '%s': its output is %s (not a stored tensor).",
                         ov.activation_bits,
                         name,
-                        plan.role,
+                        plan.role.value,
                     )
-                elif plan.role == "fixed":
+                elif plan.role is Role.FIXED:
                     logging.warning("Override ignored for '%s': its output range is fixed.", name)
                 else:
                     plan.activation_bits = ov.activation_bits
@@ -348,15 +362,15 @@ def plan_model(
     return plans
 
 
-def _output_rounding(name: str, graph: Graph, plans: dict[str, LayerPlan]) -> str:
+def _output_rounding(name: str, graph: Graph, plans: dict[str, LayerPlan]) -> Rounding:
     """The tie rule of the integer op computing `name`'s output (walks up fused layers)."""
     while True:
         producers = graph.producers[name]
-        if len(producers) != 1 or plans[producers[0]].role != "fused":
+        if len(producers) != 1 or plans[producers[0]].role is not Role.FUSED:
             break
         name = producers[0]
     layer = graph.layers[name]
-    return registry.get_layer_info(layer).rounding if registry.supports(layer) else "half_up"
+    return registry.get_layer_info(layer).rounding if registry.supports(layer) else Rounding.HALF_UP
 
 
 def share_runtime_scales(plans: dict[str, LayerPlan], graph: Graph) -> None:
@@ -417,7 +431,7 @@ def _stored_input(plans: dict[str, LayerPlan], graph: Graph, name: str) -> Layer
     """The plan of the quantized tensor a layer input comes from (through pass-through layers)."""
     while plans[name].activation_bits is None:
         producers = graph.producers[name]
-        if plans[name].role not in ("passthrough", "input") or len(producers) != 1:
+        if plans[name].role not in (Role.PASSTHROUGH, Role.INPUT) or len(producers) != 1:
             return None
         name = producers[0]
     return plans[name]

@@ -18,7 +18,9 @@ from faq_tf import calibration, graph, policy, registry
 from faq_tf.compat import keras, tfmot
 from faq_tf.introspect import initialize_weight_exponents, precision_summary
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
+from faq_tf.policy import Role
 from faq_tf.quantizers import ActivationQuantizer, control_exponent
+from faq_tf.registry import ActivationKind, OutputKind
 from faq_tf.saving import quantize_scope
 
 _Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
@@ -36,11 +38,13 @@ def _nonnegative(g: graph.Graph) -> dict[str, bool]:
         except registry.UnsupportedLayerError:
             result[name] = False
             continue
-        if info.output == registry.ACTIVATION:
+        if info.output is OutputKind.ACTIVATION:
             kind = registry.activation_kind(layer)
-            fn = registry.activation_function_name(layer) if kind == "fixed" else ""
-            result[name] = kind == "relu" or fn in ("softmax", "sigmoid") or (kind == "identity" and all(ins))
-        elif info.output == registry.PASSTHROUGH or type(layer) in (
+            if kind is ActivationKind.FIXED:
+                result[name] = registry.activation_function_name(layer) in ("softmax", "sigmoid")
+            else:  # a ReLU output is nonnegative; a linear activation keeps its input's sign
+                result[name] = kind is ActivationKind.RELU or all(ins)
+        elif info.output is OutputKind.PASSTHROUGH or type(layer) in (
             keras.layers.Concatenate,
             keras.layers.AveragePooling2D,
             keras.layers.MaxPooling2D,
@@ -106,7 +110,7 @@ def quantize_model(
         return canonical
     plans = policy.plan_model(canonical, parsed, layer_overrides)
     g = graph.model_graph(canonical)
-    quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role != "fixed"}
+    quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role is not Role.FIXED}
 
     if calibrate:
         wanted = {
@@ -115,7 +119,7 @@ def quantize_model(
         }
         ranges = calibration.collect_ranges(canonical, wanted, calibration_data, calibration_batches, batch_size)
         for n, p in quantized.items():
-            p.signed = ranges[n].signed and p.role != "relu"
+            p.signed = ranges[n].signed and p.role is not Role.RELU
             p.exponent = ranges[n].exponent(p.activation_bits, p.signed)
     else:
         nonneg = _nonnegative(g)
@@ -128,7 +132,7 @@ def quantize_model(
     def make_layers(layer):
         plan = plans[layer.name]
         clone = graph.clone_layer(layer)
-        if plan.role == "skipped":
+        if plan.role is Role.SKIPPED:
             return [clone]
         config = registry.get_quantize_config(
             layer, plan.weight_bits, plan.activation_bits, plan.signed, plan.exponent, weight_clip_sigmas, plan.rounding
@@ -137,7 +141,7 @@ def quantize_model(
             return [clone]
         if isinstance(clone, keras.layers.BatchNormalization):
             producers = g.producers[layer.name]
-            folded = len(producers) == 1 and plans[producers[0]].role == "fused"
+            folded = len(producers) == 1 and plans[producers[0]].role is Role.FUSED
             return [BatchNormWrapper(clone, config, standalone=not folded)]
         return [_Wrapper(clone, config)]
 

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import enum
 import math
 from typing import Any
 
@@ -48,7 +49,7 @@ __all__ = [
     "control_exponent",
     "weight_exponent",
     "fake_quant",
-    "ROUNDING_MODES",
+    "Rounding",
     "FixedPointQuantizer",
     "WeightQuantizer",
     "ActivationQuantizer",
@@ -72,23 +73,41 @@ MAX_CONSTANT_BITS = 32
 DEFAULT_CLIP_SIGMAS: dict[int, float] = {2: 1.0, 3: 2.15, 4: 4.12}
 _CLIP_SIGMAS_5_AND_ABOVE = 5.0
 
-# How an integer runtime rounds a value that lies exactly halfway between two levels.
-# FakeQuant (training) rounds ties up; LiteRT's CPU kernels (XNNPACK, its default) round
-# ties to even in CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and MEAN, up in ADD and in
-# the QUANTIZE that requantizes a CONCATENATION input, and away from zero in
-# AVERAGE_POOL_2D (which XNNPACK leaves to the builtin kernel). Measured op by op:
-# tests/test_export.py::test_integer_model_computes_what_keras_computes. At inference
-# the Keras model applies the rule of the op that produces each tensor
-# (`faq_tf.registry`), so that it computes what the integer model computes, tie for tie.
-ROUNDING_MODES = ("half_up", "half_even", "half_away")  # half_away: from the int8 zero point
+
+class Rounding(str, enum.Enum):
+    """How an integer runtime rounds a value that lies exactly halfway between two levels.
+
+    FakeQuant (training) rounds ties up; LiteRT's CPU kernels (XNNPACK, its default) round
+    ties to even in CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and MEAN, up in ADD and in
+    the QUANTIZE that requantizes a CONCATENATION input, and away from zero in
+    AVERAGE_POOL_2D (which XNNPACK leaves to the builtin kernel). Measured op by op:
+    tests/test_export.py::test_integer_model_computes_what_keras_computes. At inference
+    the Keras model applies the rule of the op that produces each tensor
+    (`faq_tf.registry`), so that it computes what the integer model computes, tie for tie.
+
+    Configs store the plain string value; everything that takes a rounding rule accepts
+    the member or its value.
+    """
+
+    HALF_UP = "half_up"
+    HALF_EVEN = "half_even"
+    HALF_AWAY = "half_away"  # away from the int8 storage's zero point
 
 
-def _tie_correction(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float, rounding: str) -> tf.Tensor:
+def _as_rounding(value: Any) -> Rounding:
+    try:
+        return Rounding(value)
+    except (ValueError, TypeError):
+        modes = tuple(r.value for r in Rounding)
+        raise ValueError(f"rounding must be one of {modes}, got {value!r}") from None
+
+
+def _tie_correction(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float, rounding: Rounding) -> tf.Tensor:
     """What to subtract from FakeQuant's half-up result to round ties by `rounding`."""
     t = x / step  # exact: step is a power of two
     floor = tf.math.floor(t)
     tie = tf.logical_and(tf.equal(t - floor, 0.5), tf.logical_and(floor >= q_min, floor + 1.0 <= q_max))
-    if rounding == "half_even":
+    if rounding is Rounding.HALF_EVEN:
         down = tf.equal(tf.math.floormod(floor, 2.0), 0.0)
     else:  # half_away: away from the int8 storage's zero, level 0 (signed) or 2^7 (unsigned)
         down = floor < (0.0 if q_min < 0 else 2.0**7)
@@ -244,7 +263,7 @@ def fake_quant(
     signed: bool,
     per_channel: bool = False,
     constant: bool = False,
-    rounding: str = "half_up",
+    rounding: Rounding | str = Rounding.HALF_UP,
     weight: bool = False,
 ) -> tf.Tensor:
     """Applies Q(b, l) to `x` with ops the TFLite converter understands.
@@ -259,7 +278,7 @@ def fake_quant(
       constant: `x` is a parameter the converter must fold into another op (a BN
         multiplier, a bias): use plain arithmetic, because a FakeQuant op would stop
         the folding and leave the conv in float.
-      rounding: how exact ties round (`ROUNDING_MODES`); anything but "half_up" adds
+      rounding: how exact ties round (a `Rounding` or its value); anything but HALF_UP adds
         elementwise ops after the FakeQuant, so use it for inference only. Activations
         only (not with `per_channel` or `constant`).
       weight: `x` is a weight tensor. Per-channel ones always are; a per-tensor one
@@ -304,10 +323,9 @@ def fake_quant(
     else:
         q_min, q_max = integer_range(bits, signed)
     y = tf.quantization.fake_quant_with_min_max_vars(x, q_min * step, q_max * step, num_bits=bits)
-    if rounding == "half_up":
+    rounding = _as_rounding(rounding)
+    if rounding is Rounding.HALF_UP:
         return y
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
     return y - tf.stop_gradient(_tie_correction(x, step, q_min, q_max, rounding))
 
 
@@ -403,18 +421,22 @@ class ActivationQuantizer(FixedPointQuantizer):
       exponent: the initial l. Calibration overwrites the stored variable; None picks
         the uncalibrated control value of section 3.2 (`control_exponent`).
       rounding: the tie rule of the integer op that produces this tensor
-        (`ROUNDING_MODES`), applied at inference; training always rounds ties up.
+        (a `Rounding` or its value), applied at inference; training always rounds ties up.
     """
 
-    def __init__(self, bits: int = 8, signed: bool = False, exponent: int | None = None, rounding: str = "half_up"):
+    def __init__(
+        self,
+        bits: int = 8,
+        signed: bool = False,
+        exponent: int | None = None,
+        rounding: Rounding | str = Rounding.HALF_UP,
+    ):
         self.bits = check_bits(bits)
         self.signed = bool(signed)
         if exponent is None:
             exponent = control_exponent(self.bits, self.signed)
         self.exponent = check_exponent(exponent)
-        if rounding not in ROUNDING_MODES:
-            raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
-        self.rounding = rounding
+        self.rounding = _as_rounding(rounding)
 
     def build(self, tensor_shape, name: str, layer) -> dict[str, tf.Variable]:
         var = self._exponent_variable(layer, name, self.exponent, tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -422,11 +444,11 @@ class ActivationQuantizer(FixedPointQuantizer):
 
     def __call__(self, inputs, training, weights, **kwargs):
         exact_ties = not tf.is_tensor(training) and not training and not exporting()
-        rounding = self.rounding if exact_ties else "half_up"
+        rounding = self.rounding if exact_ties else Rounding.HALF_UP
         return fake_quant(inputs, self.bits, weights["exponent"], signed=self.signed, rounding=rounding)
 
     def get_config(self) -> dict[str, Any]:
-        return {"bits": self.bits, "signed": self.signed, "exponent": self.exponent, "rounding": self.rounding}
+        return {"bits": self.bits, "signed": self.signed, "exponent": self.exponent, "rounding": self.rounding.value}
 
 
 @register

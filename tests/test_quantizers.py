@@ -1,5 +1,6 @@
 """Q(b, l) maths against hand-derived tables, STE gradients, weight l, and configs."""
 
+import json
 import re
 
 import numpy as np
@@ -55,19 +56,43 @@ def test_fake_quant_table(bits, l, signed, x, expected):
     assert got == pytest.approx(ACTIVATION_RANGE.get((bits, l, signed, x), expected), abs=1e-7)
 
 
-@pytest.mark.parametrize("rounding", Q.ROUNDING_MODES)
+@pytest.mark.parametrize("rounding", list(Q.Rounding) + [r.value for r in Q.Rounding], ids=str)
 def test_rounding_modes_round_ties_as_the_runtime_does(rounding):
     steps = np.array([2.5, 3.5, -2.5, -3.5, 2.4, -2.6, 126.5, 127.5, -127.5, -128.5], np.float32)
     expected = {
-        "half_up": [3, 4, -2, -3, 2, -3, 127, 127, -127, -128],
-        "half_even": [2, 4, -2, -4, 2, -3, 126, 127, -128, -128],
-        "half_away": [3, 4, -3, -4, 2, -3, 127, 127, -128, -128],
-    }[rounding]
+        Q.Rounding.HALF_UP: [3, 4, -2, -3, 2, -3, 127, 127, -127, -128],
+        Q.Rounding.HALF_EVEN: [2, 4, -2, -4, 2, -3, 126, 127, -128, -128],
+        Q.Rounding.HALF_AWAY: [3, 4, -3, -4, 2, -3, 127, 127, -128, -128],
+    }[Q.Rounding(rounding)]
     x = tf.constant(steps * 2.0**-3)
     y = Q.fake_quant(x, 8, -3.0, True, rounding=rounding).numpy() * 8
     np.testing.assert_array_equal(y, expected)
     with pytest.raises(ValueError, match="rounding"):
         Q.ActivationQuantizer(8, rounding="nearest")
+
+
+@pytest.mark.parametrize("bad", ["nearest", "HALF_EVEN", None, 1, ["half_up"]])
+def test_unknown_rounding_names_the_choices_and_the_value(bad):
+    message = rf"^rounding must be one of \('half_up', 'half_even', 'half_away'\), got {re.escape(repr(bad))}$"
+    with pytest.raises(ValueError, match=message):
+        Q.ActivationQuantizer(8, rounding=bad)
+    with pytest.raises(ValueError, match=message):
+        Q.fake_quant(tf.constant([0.5]), 8, 0.0, False, rounding=bad)
+
+
+@pytest.mark.parametrize("rounding", list(Q.Rounding), ids=str)
+def test_rounding_member_and_its_string_build_the_same_quantizer(rounding):
+    member = Q.ActivationQuantizer(8, signed=True, exponent=-3, rounding=rounding)
+    text = Q.ActivationQuantizer(8, signed=True, exponent=-3, rounding=rounding.value)
+    assert member == text and hash(member) == hash(text) and repr(member) == repr(text)
+    config = member.get_config()
+    assert config["rounding"] == rounding.value and type(config["rounding"]) is str  # plain JSON text
+    assert member.rounding is rounding and text.rounding is rounding
+    assert repr(member).endswith(f"rounding='{rounding.value}')")  # not Rounding.HALF_...
+    assert Q.ActivationQuantizer.from_config(config) == member
+    serialized = keras.utils.serialize_keras_object(member)
+    assert f'"rounding": "{rounding.value}"' in json.dumps(serialized)
+    assert keras.utils.deserialize_keras_object(serialized) == member
 
 
 def test_activation_rounding_applies_at_inference_only():
