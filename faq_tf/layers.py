@@ -1,7 +1,8 @@
 """Layers of faq_tf QAT models besides tfmot's wrapper.
 
 * `QuantizeInput` quantizes a network input (tfmot's own input layer is not part of its
-  public API, so faq_tf has this small one).
+  public API, so faq_tf has this small one), and the float outputs that
+  `faq_tf.outputs.quantize_float_outputs` quantizes for integer export.
 * `BatchNormWrapper` is the QuantizeWrapper of a BatchNormalization; at inference it
   computes y = x * m + c with plain ops, exactly as the integer runtime's folded conv does.
 """
@@ -19,7 +20,7 @@ __all__ = ["QuantizeInput", "BatchNormWrapper"]
 
 @register
 class QuantizeInput(keras.layers.Layer):
-    """Applies a quantizer to its input (the network input, 8 bits in the paper).
+    """Applies a quantizer to its input (the network input, 8 bits in the paper, or a float output).
 
     Args:
       quantizer: a tfmot Quantizer (an `ActivationQuantizer`), or its serialized config.

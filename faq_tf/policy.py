@@ -15,8 +15,9 @@ Low-precision rules (any policy below 8 bits), from the paper:
 * the network input is quantized to 8 bits.
 
 Tensors the paper leaves unquantized but an integer runtime must store (residual
-branches before their Add, linear bottlenecks, concatenations, pooled means) get
-``other_activation_bits`` (8 by default; 4-bit activations live in int8 anyway).
+branches before their Add, linear bottlenecks, concatenations, global means) get
+``other_activation_bits`` (8 by default; 4-bit activations live in int8 anyway). A
+pooling layer's output (AveragePooling2D, MaxPooling2D) keeps its input's bits and scale.
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ PRESETS: dict[str, Precision | None] = {
 def parse_precision(precision: str | Precision | None) -> Precision | None:
     """Parses "fp32", "w8a8", "w4a4" or any "w<bits>a<bits>" into a `Precision`.
 
+    Args:
+      precision: the string (case and surrounding spaces ignored), a `Precision`
+        (returned as is) or None (fp32).
+
     Returns:
       The policy, or None for "fp32" (no quantization).
 
@@ -133,7 +138,19 @@ class Override:
 
 
 def parse_override(spec: str | Mapping[str, Any] | Override) -> Override:
-    """Parses "skip", "w8", "a4", "w4a8" or {"weight_bits": 8, "activation_bits": 4}."""
+    """Parses "skip", "w8", "a4", "w4a8" or {"weight_bits": 8, "activation_bits": 4}.
+
+    Args:
+      spec: the override: "skip" (also "float", "fp32"), "w<bits>", "a<bits>",
+        "w<bits>a<bits>", a dict with keys weight_bits/activation_bits/skip, or an
+        `Override` (returned as is).
+
+    Returns:
+      The `Override`; fields it does not set are None.
+
+    Raises:
+      ValueError: for an unknown string or key, or bits outside [2, 16].
+    """
     if isinstance(spec, Override):
         return spec
     if isinstance(spec, Mapping):

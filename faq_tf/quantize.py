@@ -96,6 +96,7 @@ def quantize_model(
       UnsupportedLayerError: for a layer that cannot be quantized (names it).
       CalibrationError: for unusable calibration data.
       ValueError: for a bad precision, override or percentile.
+      TypeError: for a Keras 3 or subclassed model.
     """
     parsed = policy.parse_precision(precision)
     for p in (percentile_8bit, percentile_low_bit):

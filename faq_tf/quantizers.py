@@ -6,23 +6,29 @@ A value x is represented with b bits and the least significant bit at 2^l:
   signed:   Q_{b,l}(x) = clip(round(x * 2^-l), -(2^(b-1) - 1), 2^(b-1) - 1) * 2^l
 
 `round(v)` is floor(v + 1/2) (ties go up), which is what TensorFlow's FakeQuant
-kernels compute. Gradients pass straight through inside the representable range
-and are zero where a value is clipped (the straight-through estimator).
+kernels compute; at inference an activation quantizer rounds ties instead as the
+integer op producing the tensor does (`Rounding`). Gradients pass straight through
+inside the representable range and are zero where a value is clipped (the
+straight-through estimator).
 
 Every quantizer below is written with ops that the TFLite converter turns into
 integer tensors whose scale is exactly 2^l:
 
-* weights use the *per-channel* FakeQuant op with equal ranges on every channel,
+* conv kernels use the *per-channel* FakeQuant op with equal ranges on every channel,
   so that the converter can fold a following BatchNormalization into exact
   per-channel scales (2^l x an 8-bit BN multiplier) and keep the weights on the grid;
-* activations below 8 bits are clipped to the b-bit range and then fake-quantized
-  at 8 bits with the same step: int8 storage holding at most 2^b levels.
+  Dense kernels use the per-tensor op (the converter rejects per-axis scales there);
+* tensors below 8 bits are clipped to the b-bit range and then fake-quantized at
+  8 bits with the same step: int8 storage holding at most 2^b levels (weights can
+  trace as packed b-bit tensors instead: `faq_tf.tracing.packed_sub8bit_weights`);
+* signed activations of 8 bits and more clamp at -2^(b-1), one level below the
+  symmetric range, because the integer runtime clamps there.
 
 Example:
 
   >>> q = ActivationQuantizer(bits=4)
   >>> q.get_config()
-  {'bits': 4, 'signed': False, 'exponent': -2}
+  {'bits': 4, 'signed': False, 'exponent': -2, 'rounding': 'half_up'}
 """
 
 from __future__ import annotations
@@ -62,10 +68,11 @@ MAX_BITS = 16  # weights and activations; constants (biases) may use up to 32.
 MAX_CONSTANT_BITS = 32
 
 # k in "clip the weights at k standard deviations". The paper uses 4.12 at 4 bits
-# (footnote 4) and gives no 8-bit value. At 5 bits and more faq_tf uses k = 5, from
-# `benchmarks/weight_clip_sweep.py` on the Fashion-MNIST ResNet: 8-bit accuracy after
-# calibration is flat for k in [3, 10] (90.44-90.64% vs fp32 90.60%) while kernel SQNR
-# peaks near k = 3 (Gaussian-like weights). ACIQ's analysis puts the 8-bit optimum at
+# (footnote 4) and gives no 8-bit value. At 5 bits and more faq_tf uses k = 5, from a
+# sweep over k on the Fashion-MNIST ResNet that measures 8-bit top-1 after calibration
+# (against fp32) and kernel SQNR for each k (`python -m benchmarks.weight_clip_sweep`;
+# results in docs/results.md): accuracy barely moves over a wide range of k, while
+# SQNR peaks near k = 3 (Gaussian-like weights). ACIQ's analysis puts the 8-bit optimum at
 # about 3.9 sigma for Gaussian and 7 sigma for Laplacian weights; ceil(log2) widens the
 # effective clip by 1-2x, so k = 5 covers heavy-tailed pretrained kernels too. Below 4
 # bits k shrinks (Gaussian-optimal 3-bit clip 2.15 sigma; 2-bit ternary weights need a
@@ -178,7 +185,15 @@ def integer_range(bits: int, signed: bool) -> tuple[int, int]:
 
 
 def default_clip_sigmas(bits: int) -> float:
-    """Returns the default k (clip at k standard deviations) for b-bit weights."""
+    """Returns the default k (clip at k standard deviations) for b-bit weights.
+
+    Args:
+      bits: b.
+
+    Returns:
+      `DEFAULT_CLIP_SIGMAS[bits]` below 5 bits, else 5.0 (see the comment on
+      `DEFAULT_CLIP_SIGMAS`).
+    """
     return DEFAULT_CLIP_SIGMAS.get(bits, _CLIP_SIGMAS_5_AND_ABOVE)
 
 

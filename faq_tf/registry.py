@@ -4,11 +4,14 @@ Each row names a layer class, the weights to quantize (attribute and role), what
 kind of output the layer produces, and which following layers the integer runtime
 fuses that output into (so it stays float in the QAT model too):
 
-* ``computed``: a new tensor (conv, add, pooling mean, ...); quantized unless its
-  only consumer is a layer it fuses into (Conv -> BatchNorm -> ReLU, Add -> ReLU).
+* ``computed``: a new tensor (conv, add, pooling, ...); quantized unless its only
+  consumer is a layer it fuses into (Conv -> BatchNorm -> ReLU, Add -> ReLU).
+  MaxPooling2D is one too: its values stay on its input's grid, but it gets its own
+  output quantizer at its input's scale (`faq_tf.policy.share_runtime_scales` says why).
 * ``activation``: an activation layer; what it needs depends on the function
   (see `activation_kind`).
-* ``passthrough``: values stay on the input's grid (max pooling, padding, reshapes).
+* ``passthrough``: values stay on the input's grid, with no quantizer of their own
+  (global max pooling, padding, cropping, reshapes, dropout).
 
 Classes are matched exactly, as in tfmot: a subclass may change `call`.
 """
@@ -167,7 +170,11 @@ def _unsupported(layer, why: str) -> UnsupportedLayerError:
 
 
 def activation_function_name(layer) -> str:
-    """Returns the serialized name of a layer's activation function."""
+    """Returns the serialized name of a layer's activation function ("relu", "softmax", ...).
+
+    Args:
+      layer: a layer with an `activation` attribute.
+    """
     fn = layer.activation
     name = keras.activations.serialize(fn)
     return name if isinstance(name, str) else getattr(fn, "__name__", str(fn))
@@ -200,7 +207,11 @@ def activation_kind(layer) -> ActivationKind:
 
 
 def supports(layer) -> bool:
-    """Returns True if faq_tf can quantize `layer`."""
+    """Returns True if faq_tf can quantize `layer` (its class and activation are in the table).
+
+    Args:
+      layer: a Keras layer.
+    """
     try:
         get_layer_info(layer)
     except UnsupportedLayerError:
@@ -210,6 +221,9 @@ def supports(layer) -> bool:
 
 def get_layer_info(layer) -> LayerInfo:
     """Returns the table row for `layer`.
+
+    Args:
+      layer: a Keras layer; its exact class is looked up.
 
     Raises:
       UnsupportedLayerError: naming the layer, its class and what to do.
