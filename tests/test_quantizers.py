@@ -11,49 +11,63 @@ from faq_tf import quantizers as Q
 from faq_tf.compat import keras, tf
 from faq_tf.configs import FaqQuantizeConfig
 
-# Each row: bits, l, signed, x, expected Q(x). round(v) = floor(v + 1/2).
+# Which ops a row's expected value is for. The two differ only below a signed range:
+# weights and constants keep the paper's symmetric range and clip at -(2^(b-1) - 1); a signed
+# activation is clamped where the int8 runtime clamps it, at -2^(b-1) of its 8-bit storage
+# (below 8 bits it is clipped to the symmetric b-bit range first, so only 8 bits and more differ).
+ACTIVATION = "activation"  # fake_quant(x, ...) per tensor, as the activation quantizers call it
+WEIGHT = "weight"  # fake_quant(x, ..., per_channel=True) and (..., constant=True): kernels, BN, biases
+BOTH = (ACTIVATION, WEIGHT)
+
+# Each row: bits, l, signed, x, expected Q(x), the paths it is for. Every expected value is
+# derived by hand: v = x * 2^-l, round(v) = floor(v + 1/2), clipped to the levels, times 2^l.
 QUANT_TABLE = [
     # 4-bit unsigned, step 0.25, levels 0..15 (max 3.75)
-    (4, -2, False, 0.1, 0.0),  # 0.4 steps -> 0
-    (4, -2, False, 0.125, 0.25),  # 0.5 steps: tie goes up -> 1
-    (4, -2, False, 0.375, 0.5),  # 1.5 -> 2
-    (4, -2, False, 3.7, 3.75),  # 14.8 -> 15
-    (4, -2, False, 5.0, 3.75),  # 20 -> clipped at 2^4 - 1 = 15
-    (4, -2, False, -1.0, 0.0),  # negative -> clipped at 0
+    (4, -2, False, 0.1, 0.0, BOTH),  # v = 0.4 -> 0
+    (4, -2, False, 0.125, 0.25, BOTH),  # v = 0.5: the tie goes up -> 1
+    (4, -2, False, 0.375, 0.5, BOTH),  # v = 1.5 -> 2
+    (4, -2, False, 3.7, 3.75, BOTH),  # v = 14.8 -> 15
+    (4, -2, False, 5.0, 3.75, BOTH),  # v = 20 -> clipped at 2^4 - 1 = 15
+    (4, -2, False, -1.0, 0.0, BOTH),  # v = -4 -> clipped at 0
     # 4-bit signed, step 0.25, levels -7..7 (+-1.75)
-    (4, -2, True, -0.125, 0.0),  # -0.5 -> floor(0.0) = 0 (tie goes up)
-    (4, -2, True, -0.375, -0.25),  # -1.5 -> floor(-1.0) = -1
-    (4, -2, True, 0.375, 0.5),  # 1.5 -> 2
-    (4, -2, True, 1.8, 1.75),  # 7.2 -> 7
-    (4, -2, True, -3.0, -1.75),  # -12 -> clipped at -(2^3 - 1) = -7
+    (4, -2, True, -0.125, 0.0, BOTH),  # v = -0.5 -> floor(0.0) = 0 (the tie goes up)
+    (4, -2, True, -0.375, -0.25, BOTH),  # v = -1.5 -> floor(-1.0) = -1
+    (4, -2, True, 0.375, 0.5, BOTH),  # v = 1.5 -> 2
+    (4, -2, True, 1.8, 1.75, BOTH),  # v = 7.2 -> 7
+    (4, -2, True, -3.0, -1.75, BOTH),  # v = -12 -> clipped at -(2^3 - 1) = -7 (a 4-bit activation too)
     # 8-bit unsigned, step 1/16, levels 0..255 (max 15.9375)
-    (8, -4, False, 0.03125, 0.0625),  # 0.5 -> 1
-    (8, -4, False, 15.96875, 15.9375),  # 255.5 -> 256 -> clipped at 255
-    (8, -4, False, 100.0, 15.9375),
-    # 8-bit signed, step 1/16, levels -127..127
-    (8, -4, True, -0.03125, 0.0),  # -0.5 -> 0
-    (8, -4, True, -7.96875, -7.9375),  # -127.5 -> floor(-127.0) = -127
-    (8, -4, True, -10.0, -7.9375),  # weights: clipped at -127 (activations: see ACTIVATION_RANGE)
-    (8, -4, True, 7.9, 7.875),  # 126.4 -> 126
+    (8, -4, False, 0.03125, 0.0625, BOTH),  # v = 0.5 -> 1
+    (8, -4, False, 15.96875, 15.9375, BOTH),  # v = 255.5 -> 256 -> clipped at 255
+    (8, -4, False, 100.0, 15.9375, BOTH),  # v = 1600 -> clipped at 255
+    # 8-bit signed, step 1/16: levels -127..127 for weights, -128..127 for activations
+    (8, -4, True, -0.03125, 0.0, BOTH),  # v = -0.5 -> floor(0.0) = 0
+    (8, -4, True, -7.96875, -7.9375, BOTH),  # v = -127.5 -> floor(-127.0) = -127, inside both ranges
+    (8, -4, True, -10.0, -7.9375, (WEIGHT,)),  # v = -160 -> clipped at -(2^7 - 1) = -127: -127/16
+    (8, -4, True, -10.0, -8.0, (ACTIVATION,)),  # v = -160 -> clamped at -2^7 = -128: -128/16
+    (8, -4, True, 7.9, 7.875, BOTH),  # v = 126.4 -> 126
     # 2-bit signed, step 1: levels -1, 0, 1
-    (2, 0, True, 0.6, 1.0),
-    (2, 0, True, -0.6, -1.0),
-    (2, 0, True, 3.0, 1.0),
-    # 32-bit signed constant (bias), step 2^-16
-    (32, -16, True, 2.0**-17, 2.0**-16),  # 0.5 steps -> 1
-    (32, -16, True, 0.3, np.floor(0.3 * 65536 + 0.5) / 65536),
+    (2, 0, True, 0.6, 1.0, BOTH),  # v = 0.6 -> floor(1.1) = 1
+    (2, 0, True, -0.6, -1.0, BOTH),  # v = -0.6 -> floor(-0.1) = -1
+    (2, 0, True, 3.0, 1.0, BOTH),  # v = 3 -> clipped at 2^1 - 1 = 1
+    # 32-bit signed constant (bias), step 2^-16: above 16 bits every path is the constant one
+    (32, -16, True, 2.0**-17, 2.0**-16, BOTH),  # v = 0.5 -> 1
+    (32, -16, True, 0.3, 19661 / 65536, BOTH),  # v = 19660.8 -> 19661
 ]
 
 
-# Signed activations clamp where the int8 runtime clamps them, at -2^(b-1) (8-bit storage):
-# weights and constants keep the paper's symmetric range.
-ACTIVATION_RANGE = {(8, -4, True, -10.0): -8.0}
+def _rows(path, max_bits=Q.MAX_CONSTANT_BITS):
+    """The table's rows for `path` (bits, l, signed, x, expected), up to `max_bits`."""
+    return [
+        pytest.param(*row[:5], id=f"b{row[0]}_l{row[1]}_{'s' if row[2] else 'u'}_x{row[3]}")
+        for row in QUANT_TABLE
+        if path in row[5] and row[0] <= max_bits
+    ]
 
 
-@pytest.mark.parametrize("bits,l,signed,x,expected", QUANT_TABLE)
+@pytest.mark.parametrize("bits,l,signed,x,expected", _rows(ACTIVATION))
 def test_fake_quant_table(bits, l, signed, x, expected):
     got = Q.fake_quant(tf.constant([x], tf.float32), bits, float(l), signed).numpy()[0]
-    assert got == pytest.approx(ACTIVATION_RANGE.get((bits, l, signed, x), expected), abs=1e-7)
+    assert got == pytest.approx(expected, abs=1e-7)
 
 
 @pytest.mark.parametrize("rounding", list(Q.Rounding) + [r.value for r in Q.Rounding], ids=str)
@@ -128,7 +142,7 @@ def test_packed_sub8bit_weights_trace_the_same_values():
         np.testing.assert_array_equal(stored, [[-1.75, -0.25, 0.0, 0.0, 0.5, 1.75, 1.75]])
 
 
-@pytest.mark.parametrize("bits,l,signed,x,expected", [r for r in QUANT_TABLE if r[0] <= 16])
+@pytest.mark.parametrize("bits,l,signed,x,expected", _rows(WEIGHT, max_bits=Q.MAX_BITS))
 def test_per_channel_and_constant_paths_agree(bits, l, signed, x, expected):
     x = tf.constant([[x, x]], tf.float32)
     per_channel = Q.fake_quant(x, bits, float(l), signed, per_channel=True).numpy()
@@ -220,19 +234,22 @@ def test_default_clip_sigmas():
     assert Q.WeightQuantizer(8).clip_sigmas == 5.0
 
 
-def _bn(x):
+def _bn(gamma, variance):
+    """A built BatchNormalization with the given gamma and moving variance (mean 0, beta 0, eps 0)."""
+    channels = len(gamma)
     bn = keras.layers.BatchNormalization(epsilon=0.0)
-    bn.build((None, 2))
-    bn.set_weights([np.array([1.0, -0.5]), np.zeros(2), np.zeros(2), np.array([0.09, 4.0])])
+    bn.build((None, channels))
+    bn.set_weights([np.array(gamma), np.zeros(channels), np.zeros(channels), np.array(variance)])
     return bn
 
 
 def test_batch_norm_multiplier_on_grid():
-    bn = _bn(None)
+    gamma, variance = [1.0, -0.5], [0.09, 4.0]
+    bn = _bn(gamma, variance)
     q = Q.BatchNormMultiplierQuantizer()
     vars_ = q.build(bn.gamma.shape, "gamma", bn)
     gamma_q = q(bn.gamma, True, vars_).numpy()
-    multiplier = gamma_q / np.sqrt([0.09, 4.0])
+    multiplier = gamma_q / np.sqrt(variance)
     # gamma/sd = 3.333 -> 53.33/16 -> 53/16; -0.25 -> -4/16
     np.testing.assert_allclose(multiplier, [53 / 16, -4 / 16], rtol=1e-6)
 
