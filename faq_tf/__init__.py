@@ -7,8 +7,8 @@ The quantization core:
   >>> print(faq_tf.precision_summary(qat))
 
 Where things live: `faq_tf.quantizers` (the Q(b, l) maths), `faq_tf.configs`
-(QuantizeConfig), `faq_tf.registry` (which layers, how), `faq_tf.policy` (which
-bits where, and the converter's scale-sharing rules), `faq_tf.calibration` (activation
+(QuantizeConfig), `faq_tf.registry` (which layers, how), `faq_tf.policy` (which bits
+where, and the converter's scale-sharing rules), `faq_tf.calibration` (activation
 ranges), `faq_tf.graph` (model rewriting), `faq_tf.quantize` (`quantize_model`, the
 public entry point) and `faq_tf.saving` (`save_model`, `load_model`, `quantize_scope`).
 For integer deployment: `faq_tf.tracing` (the export-only trace modes),

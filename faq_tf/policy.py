@@ -39,6 +39,7 @@ from faq_tf.registry import ActivationKind, FuseKind, OutputKind, WeightRole
 __all__ = [
     "Precision",
     "Role",
+    "Override",
     "LayerPlan",
     "parse_precision",
     "parse_override",

@@ -132,15 +132,12 @@ MAX_ABS_EXPONENT = 126
 
 
 def check_bits(value: Any, what: str = "bits", maximum: int = MAX_BITS) -> int:
-    """Checks a number of bits b; every bit count faq_tf accepts goes through here.
+    """Returns `value` if it is an int b in [MIN_BITS, maximum]; every bit count is checked here.
 
     Args:
       value: the candidate b.
       what: the argument's name, for the message (e.g. "weight_bits").
       maximum: the largest b allowed (`MAX_BITS`, or `MAX_CONSTANT_BITS` for constants).
-
-    Returns:
-      `value`, an int in [MIN_BITS, maximum].
 
     Raises:
       ValueError: naming `what` and the value, for a bool, a non-int or a b out of range.
@@ -151,14 +148,11 @@ def check_bits(value: Any, what: str = "bits", maximum: int = MAX_BITS) -> int:
 
 
 def check_exponent(value: Any, what: str = "exponent") -> int:
-    """Checks a fixed exponent l; every constant l faq_tf accepts goes through here.
+    """Returns `value` if it is an int l with |l| <= MAX_ABS_EXPONENT; every fixed l is checked here.
 
     Args:
       value: the candidate l.
       what: the argument's name, for the message.
-
-    Returns:
-      `value`, an int in [-MAX_ABS_EXPONENT, MAX_ABS_EXPONENT].
 
     Raises:
       ValueError: naming `what` and the value, for a bool, a non-int or an l out of range.
@@ -188,11 +182,7 @@ def default_clip_sigmas(bits: int) -> float:
     """Returns the default k (clip at k standard deviations) for b-bit weights.
 
     Args:
-      bits: b.
-
-    Returns:
-      `DEFAULT_CLIP_SIGMAS[bits]` below 5 bits, else 5.0 (see the comment on
-      `DEFAULT_CLIP_SIGMAS`).
+      bits: b; below 5 bits k is `DEFAULT_CLIP_SIGMAS[bits]`, from 5 bits up 5.0.
     """
     return DEFAULT_CLIP_SIGMAS.get(bits, _CLIP_SIGMAS_5_AND_ABOVE)
 
@@ -297,9 +287,9 @@ def fake_quant(
         elementwise ops after the FakeQuant, so use it for inference only. Activations
         only (not with `per_channel` or `constant`).
       weight: `x` is a weight tensor. Per-channel ones always are; a per-tensor one
-        (Dense) below 8 bits then traces, inside `faq_tf.tracing.packed_sub8bit_weights`, as a b-bit
-        FakeQuant the converter stores as packed INT4, and otherwise like a b-bit
-        activation (clip, 8-bit FakeQuant).
+        (Dense) below 8 bits then traces, inside `faq_tf.tracing.packed_sub8bit_weights`,
+        as a b-bit FakeQuant the converter stores as packed INT4, and otherwise like a
+        b-bit activation (clip, 8-bit FakeQuant).
 
     Returns:
       The quantized tensor, same shape and dtype as `x`.
@@ -360,9 +350,6 @@ class FixedPointQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.get_config() == other.get_config()
 
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
 
@@ -371,13 +358,9 @@ class FixedPointQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         return f"{type(self).__name__}({args})"
 
     def _exponent_variable(self, layer, name: str, initial: float, aggregation) -> tf.Variable:
+        init = keras.initializers.Constant(float(initial))
         return layer.add_weight(
-            f"{name}_exponent",
-            shape=(),
-            dtype=tf.float32,
-            initializer=keras.initializers.Constant(float(initial)),
-            trainable=False,
-            aggregation=aggregation,
+            f"{name}_exponent", shape=(), dtype=tf.float32, initializer=init, trainable=False, aggregation=aggregation
         )
 
 
@@ -387,7 +370,8 @@ class WeightQuantizer(FixedPointQuantizer):
 
     In training, l = ceil(log2(k * sigma(w) / (2^(b-1) - 1))) is computed from the
     current weights and stored in a non-trainable variable; inference and export
-    use the stored value (from the last training step, or from `initialize`).
+    use the stored value (from the last training step, or from
+    `faq_tf.introspect.initialize_weight_exponents`, which `quantize_model` calls).
 
     Args:
       bits: b, in [2, 16].
@@ -493,12 +477,7 @@ class FixedExponentQuantizer(FixedPointQuantizer):
         return fake_quant(inputs, self.bits, float(self.exponent), self.signed, constant=self.constant)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "bits": self.bits,
-            "exponent": self.exponent,
-            "signed": self.signed,
-            "constant": self.constant,
-        }
+        return {"bits": self.bits, "exponent": self.exponent, "signed": self.signed, "constant": self.constant}
 
 
 @register
