@@ -270,13 +270,7 @@ def plan_model(
       UnsupportedLayerError: for a layer that is neither supported nor skipped.
       ValueError: for a malformed override, or one that matches no layer.
     """
-    overrides = []
-    for pattern, spec in (layer_overrides or {}).items():
-        try:
-            compiled = re.compile(pattern)
-        except re.error as e:
-            raise ValueError(f"layer_overrides key {pattern!r} is not a valid regex: {e}") from e
-        overrides.append((compiled, parse_override(spec)))
+    overrides = [_compile_override(pattern, spec) for pattern, spec in (layer_overrides or {}).items()]
     graph = model_graph(model)
     names = list(graph.layers)
     for pattern, _ in overrides:
@@ -285,7 +279,43 @@ def plan_model(
                 f"layer_overrides key {pattern.pattern!r} matches no layer of '{model.name}'. "
                 f"Layer names look like: {names[1:6]}"
             )
+    infos = _layer_infos(graph, overrides)
+    first, tail, feeds_classifier = _positions(graph, infos)
 
+    plans: dict[str, LayerPlan] = {}
+    for name, layer in graph.layers.items():
+        plan = LayerPlan(name, type(layer).__name__)
+        plans[name] = plan
+        if name not in infos:
+            plan.role = Role.SKIPPED
+            continue
+        info = infos[name]
+        roles = {r for _, r in info.weights}
+        if WeightRole.WEIGHT in roles:
+            edge = name in first or name in tail
+            plan.weight_bits = precision.edge_weight_bits if edge else precision.weight_bits
+        elif WeightRole.BN_MULTIPLIER in roles:
+            plan.weight_bits = registry.BN_BITS
+        _assign_role(plan, layer, info, graph, precision, name in tail, feeds_classifier[name])
+        ov = _match_overrides(name, overrides)
+        if ov is not None:
+            _apply_override(plan, ov, has_kernel=WeightRole.WEIGHT in roles)
+    for name, plan in plans.items():
+        if plan.activation_bits is not None and name in infos:
+            plan.rounding = _output_rounding(name, graph, plans)
+    return plans
+
+
+def _compile_override(pattern: str, spec: Any) -> tuple[re.Pattern, Override]:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"layer_overrides key {pattern!r} is not a valid regex: {e}") from e
+    return compiled, parse_override(spec)
+
+
+def _layer_infos(graph: Graph, overrides) -> dict[str, registry.LayerInfo]:
+    """The table rows of the layers no override skips; raises naming the first unsupported one."""
     infos, unsupported = {}, []
     for name, layer in graph.layers.items():
         ov = _match_overrides(name, overrides)
@@ -298,7 +328,18 @@ def plan_model(
     if unsupported:
         extra = f" ({len(unsupported) - 1} more unsupported layers follow it)" if len(unsupported) > 1 else ""
         raise registry.UnsupportedLayerError(f"{unsupported[0]}{extra}")
+    return infos
 
+
+def _positions(graph: Graph, infos: dict[str, registry.LayerInfo]) -> tuple[set[str], set[str], dict[str, bool]]:
+    """Where each layer sits relative to the weight layers (kernels).
+
+    Returns:
+      (first, tail, feeds_classifier): the weight layers with no weight layer above them;
+      the last weight layers and every layer after them (the logits); and, per layer,
+      whether its output feeds the classifier.
+    """
+    names = list(graph.layers)
     kernels = {n for n, i in infos.items() if any(r is WeightRole.WEIGHT for _, r in i.weights)}
     has_kernel_above = {}
     for n in names:  # topological order
@@ -319,65 +360,59 @@ def plan_model(
             and bool(cons)
             and all((c in kernels and c in tail) or feeds_classifier.get(c, False) for c in cons)
         )
+    return first, tail, feeds_classifier
 
-    plans: dict[str, LayerPlan] = {}
-    for name, layer in graph.layers.items():
-        plan = LayerPlan(name, type(layer).__name__)
-        plans[name] = plan
-        ov = _match_overrides(name, overrides)
-        if name not in infos:
-            plan.role = Role.SKIPPED
-            continue
-        info = infos[name]
-        roles = {r for _, r in info.weights}
-        if WeightRole.WEIGHT in roles:
-            edge = name in first or name in tail
-            plan.weight_bits = precision.edge_weight_bits if edge else precision.weight_bits
-        elif WeightRole.BN_MULTIPLIER in roles:
-            plan.weight_bits = registry.BN_BITS
 
-        kind = registry.activation_kind(layer) if info.output is OutputKind.ACTIVATION else None
-        if isinstance(layer, keras.layers.InputLayer):
-            plan.role, plan.activation_bits = Role.INPUT, precision.input_bits
-        elif info.output is OutputKind.PASSTHROUGH or kind is ActivationKind.IDENTITY:
-            plan.role = Role.PASSTHROUGH
-        elif info.output is OutputKind.COMPUTED and _fused(layer, info, graph):
-            plan.role = Role.FUSED
-        elif name in tail:
-            plan.role = Role.LOGITS
-            if precision.quantize_logits:
-                plan.activation_bits = 8 if kind is ActivationKind.FIXED else precision.other_activation_bits
-        elif kind is ActivationKind.FIXED:
-            plan.role, plan.activation_bits = Role.FIXED, 8
-        elif feeds_classifier[name]:
-            plan.role, plan.activation_bits = Role.CLASSIFIER_INPUT, precision.classifier_input_bits
-        elif info.output is OutputKind.ACTIVATION:
-            plan.role, plan.activation_bits = Role.RELU, precision.activation_bits
+def _assign_role(
+    plan: LayerPlan,
+    layer,
+    info: registry.LayerInfo,
+    graph: Graph,
+    precision: Precision,
+    in_tail: bool,
+    feeds_classifier: bool,
+) -> None:
+    """Sets the plan's role and output bits (the rules of the module docstring)."""
+    kind = registry.activation_kind(layer) if info.output is OutputKind.ACTIVATION else None
+    if isinstance(layer, keras.layers.InputLayer):
+        plan.role, plan.activation_bits = Role.INPUT, precision.input_bits
+    elif info.output is OutputKind.PASSTHROUGH or kind is ActivationKind.IDENTITY:
+        plan.role = Role.PASSTHROUGH
+    elif info.output is OutputKind.COMPUTED and _fused(layer, info, graph):
+        plan.role = Role.FUSED
+    elif in_tail:
+        plan.role = Role.LOGITS
+        if precision.quantize_logits:
+            plan.activation_bits = 8 if kind is ActivationKind.FIXED else precision.other_activation_bits
+    elif kind is ActivationKind.FIXED:
+        plan.role, plan.activation_bits = Role.FIXED, 8
+    elif feeds_classifier:
+        plan.role, plan.activation_bits = Role.CLASSIFIER_INPUT, precision.classifier_input_bits
+    elif info.output is OutputKind.ACTIVATION:
+        plan.role, plan.activation_bits = Role.RELU, precision.activation_bits
+    else:
+        plan.role, plan.activation_bits = Role.OTHER, precision.other_activation_bits
+
+
+def _apply_override(plan: LayerPlan, ov: Override, has_kernel: bool) -> None:
+    """Applies a layer override to a plan whose role is set; warns where it cannot apply."""
+    if ov.weight_bits is not None:
+        if has_kernel:
+            plan.weight_bits = ov.weight_bits
         else:
-            plan.role, plan.activation_bits = Role.OTHER, precision.other_activation_bits
-
-        if ov is not None:
-            if ov.weight_bits is not None:
-                if WeightRole.WEIGHT in roles:
-                    plan.weight_bits = ov.weight_bits
-                else:
-                    logging.warning("Override w%d ignored for '%s': it has no kernel.", ov.weight_bits, name)
-            if ov.activation_bits is not None:
-                if plan.role in (Role.FUSED, Role.PASSTHROUGH):
-                    logging.warning(
-                        "Override a%d ignored for '%s': its output is %s (not a stored tensor).",
-                        ov.activation_bits,
-                        name,
-                        plan.role.value,
-                    )
-                elif plan.role is Role.FIXED:
-                    logging.warning("Override ignored for '%s': its output range is fixed.", name)
-                else:
-                    plan.activation_bits = ov.activation_bits
-    for name, plan in plans.items():
-        if plan.activation_bits is not None and name in infos:
-            plan.rounding = _output_rounding(name, graph, plans)
-    return plans
+            logging.warning("Override w%d ignored for '%s': it has no kernel.", ov.weight_bits, plan.name)
+    if ov.activation_bits is not None:
+        if plan.role in (Role.FUSED, Role.PASSTHROUGH):
+            logging.warning(
+                "Override a%d ignored for '%s': its output is %s (not a stored tensor).",
+                ov.activation_bits,
+                plan.name,
+                plan.role.value,
+            )
+        elif plan.role is Role.FIXED:
+            logging.warning("Override ignored for '%s': its output range is fixed.", plan.name)
+        else:
+            plan.activation_bits = ov.activation_bits
 
 
 def _output_rounding(name: str, graph: Graph, plans: dict[str, LayerPlan]) -> Rounding:

@@ -130,6 +130,22 @@ def quantize_model(
 
     policy.share_runtime_scales(plans, g)
 
+    qat = _rebuild(canonical, g, plans, weight_clip_sigmas, model_name=f"{model.name}_{parsed.name}")
+    initialize_weight_exponents(qat)
+    if verbose:  # the report the caller asked for
+        print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
+    return qat
+
+
+def _rebuild(
+    canonical: keras.Model,
+    g: graph.Graph,
+    plans: dict[str, policy.LayerPlan],
+    weight_clip_sigmas: float | None,
+    model_name: str,
+) -> keras.Model:
+    """Rebuilds the canonical model with the quantizers `plans` asks for, layer by layer."""
+
     def make_layers(layer):
         plan = plans[layer.name]
         clone = graph.clone_layer(layer)
@@ -154,8 +170,5 @@ def quantize_model(
         return [QuantizeInput(q, name=f"{name}_quantize")]
 
     with quantize_scope():
-        qat, _ = graph.rebuild(canonical, make_layers, input_layers, name=f"{model.name}_{parsed.name}")
-    initialize_weight_exponents(qat)
-    if verbose:  # the report the caller asked for
-        print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
+        qat, _ = graph.rebuild(canonical, make_layers, input_layers, name=model_name)
     return qat
