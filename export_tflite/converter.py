@@ -27,7 +27,7 @@ from faq_tf import calibration, introspect
 from faq_tf.accumulator import snap_to_accumulator_grid
 from faq_tf.compat import keras, tf
 from faq_tf.outputs import quantize_float_outputs
-from faq_tf.quantizers import export_trace, packed_sub8bit_weights
+from faq_tf.tracing import export_trace, packed_sub8bit_weights
 
 __all__ = ["ExportError", "convert", "quantize_float_outputs", "IO_DTYPES"]
 

@@ -7,9 +7,11 @@ The quantization core:
   >>> print(faq_tf.precision_summary(qat))
 
 Where things live: `faq_tf.quantizers` (the Q(b, l) maths), `faq_tf.configs`
-(QuantizeConfig), `faq_tf.registry` (which layers, how), `faq_tf.policy` (which
-bits where), `faq_tf.calibration` (activation ranges), `faq_tf.graph` (model
-rewriting) and `faq_tf.quantize` (the public entry point). For integer deployment:
+(QuantizeConfig), `faq_tf.registry` (which layers, how), `faq_tf.policy` (which bits
+where, and the converter's scale-sharing rules), `faq_tf.calibration` (activation
+ranges), `faq_tf.graph` (model rewriting), `faq_tf.quantize` (`quantize_model`, the
+public entry point) and `faq_tf.saving` (`save_model`, `load_model`, `quantize_scope`).
+For integer deployment: `faq_tf.tracing` (the export-only trace modes),
 `faq_tf.accumulator` (biases and BN onto the runtime's grids) and `faq_tf.outputs`
 (8-bit scales for the outputs a policy keeps wide).
 """
@@ -20,8 +22,9 @@ from faq_tf.calibration import CalibrationError
 from faq_tf.introspect import precision_summary, quantized_tensors
 from faq_tf.outputs import float_outputs, quantize_float_outputs
 from faq_tf.policy import Precision, parse_precision
-from faq_tf.quantize import load_model, quantize_model, quantize_scope, save_model
+from faq_tf.quantize import quantize_model
 from faq_tf.registry import UnsupportedLayerError
+from faq_tf.saving import load_model, quantize_scope, save_model
 
 __version__ = "0.1.0"
 

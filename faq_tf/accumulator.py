@@ -9,19 +9,20 @@ boundary land one step off in the integer model.
 
 `snap_to_accumulator_grid(model)` moves every folded bias onto its grid in the Keras
 model itself: conv/dense biases, and the offset beta - mean * m_c (+ conv bias * m_c) of a
-BatchNormalization that follows a conv. Each value moves by about half an accumulator
-step at most (typically 2^-13 against an activation step of 2^-6); afterwards the
-Keras model and the integer model add the same biases. Such a BN is also rewritten to
-the same function in a form that float32 computes exactly: moving mean 0, moving
-variance 1 - eps (so that sqrt(var + eps) is exactly 1), gamma = the 8-bit multiplier
-m_c, beta = the snapped offset, conv bias 0. With `faq_tf.layers.BatchNormWrapper` the
+BatchNormalization that follows a conv. Each value moves by at most half an accumulator
+step where that grid is coarser than the bias's own 2^-16 grid, and by a few of the finer
+steps otherwise (`SnapReport.max_shift_steps`); afterwards the Keras model and the
+integer model add the same biases. Such a BN is also rewritten to the same function in
+a form that float32 computes exactly: moving mean 0, moving variance 1 - eps (so that
+sqrt(var + eps) is exactly 1), gamma = the 8-bit multiplier m_c, beta = the snapped
+offset, conv bias 0. With `faq_tf.layers.BatchNormWrapper` the
 Keras model then computes every pre-activation exactly, as the integer model does,
-and the two round the same ties (`faq_tf.quantizers.ROUNDING_MODES`).
+and the two round the same ties (`faq_tf.quantizers.Rounding`).
 
-Accuracy moves a little, which is why faq-train evaluates again after snapping (the
-`make demo` runs: w8a8 92.56 -> 92.62, w4a4 91.92 -> 92.16 on the 10k test images).
-`faq-train` applies it before its final evaluation and save; `export_tflite.convert`
-applies it before converting.
+Accuracy moves a little, in either direction, which is why `faq-train` evaluates again
+after snapping: it applies the snap before its final evaluation and save. (The `make demo`
+runs measure top-1 on the test images before and after the snap; results in
+docs/results.md.) `export_tflite.convert` applies it before converting.
 
 Example:
 
@@ -38,6 +39,7 @@ from faq_tf import graph, introspect, registry
 from faq_tf.compat import keras, tfmot
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
 from faq_tf.quantizers import BatchNormMultiplierQuantizer, FixedExponentQuantizer, WeightQuantizer
+from faq_tf.registry import OutputKind
 
 __all__ = ["SnapReport", "snap_to_accumulator_grid"]
 
@@ -90,7 +92,7 @@ def _input_exponent(g: graph.Graph, name: str) -> int | None:
                 return outs[0].exponent
             layer = layer.layer
         # Only layers the registry marks as pass-through keep their input's scale.
-        if not registry.supports(layer) or registry.get_layer_info(layer).output != registry.PASSTHROUGH:
+        if not registry.supports(layer) or registry.get_layer_info(layer).output is not OutputKind.PASSTHROUGH:
             return None
 
 

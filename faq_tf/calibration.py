@@ -72,18 +72,43 @@ class TensorRange:
 def default_percentile(
     bits: int, p8: float = DEFAULT_PERCENTILE_8BIT, plow: float = DEFAULT_PERCENTILE_LOW_BIT
 ) -> float:
-    """Returns P for a tensor of `bits` bits (99.99 at 8 bits and up, 99.9 below)."""
+    """Returns P for a tensor of `bits` bits (99.99 at 8 bits and up, 99.9 below).
+
+    Args:
+      bits: the tensor's bits.
+      p8: P at 8 bits and more.
+      plow: P below 8 bits.
+    """
     return p8 if bits >= 8 else plow
 
 
 def check_percentile(p: Any) -> float:
+    """Checks a percentile P.
+
+    Args:
+      p: the candidate P.
+
+    Returns:
+      P as a float in (0, 100].
+
+    Raises:
+      ValueError: naming the value, for a bool, a non-number or a P out of range.
+    """
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 100.0:
         raise ValueError(f"percentile must be in (0, 100], got {p!r}")
     return float(p)
 
 
 def percentile_nearest_rank(x: tf.Tensor, percentile: float) -> tf.Tensor:
-    """The nearest-rank P-th percentile of all values of `x`, via top_k."""
+    """The nearest-rank P-th percentile of all values of `x`, via top_k.
+
+    Args:
+      x: any tensor; all its values count.
+      percentile: P in (0, 100].
+
+    Returns:
+      A scalar tensor: the smallest value v of `x` with at least P% of the values <= v.
+    """
     flat = tf.reshape(x, [-1])
     n = tf.size(flat, out_type=tf.int64)
     # The (1 - 1e-12) undoes float error such as 0.999 * 10000 = 9990.000000000002.
@@ -99,6 +124,16 @@ def as_batches(data: Any, batch_size: int = 32) -> Iterable[np.ndarray | tf.Tens
 
     A dataset or iterable may yield `x`, `(x, y)` or `(x, y, w)`; only `x` is used.
     A single array is split into batches of `batch_size` rows.
+
+    Args:
+      data: a tf.data.Dataset, an array or tensor, or an iterable of batches.
+      batch_size: rows per batch when `data` is a single array.
+
+    Yields:
+      The input batches.
+
+    Raises:
+      CalibrationError: for a dict (a single batch of named inputs is not supported).
     """
     if isinstance(data, (np.ndarray, tf.Tensor)):
         for start in range(0, int(data.shape[0]), batch_size):
@@ -122,7 +157,8 @@ def collect_ranges(
     """Measures the ranges of named layer outputs of an unquantized model.
 
     Args:
-      model: the float (canonical, single-input) model.
+      model: a single-input model: the canonical float one, or a QAT model whose float
+        outputs `faq_tf.outputs.quantize_float_outputs` calibrates.
       tensors: maps a layer name to the percentile P to use for its output. The name
         of an InputLayer means the network input.
       data: calibration batches (see `as_batches`).

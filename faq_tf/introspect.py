@@ -7,13 +7,7 @@ import dataclasses
 from faq_tf.compat import keras, tf, tfmot
 from faq_tf.configs import FaqQuantizeConfig
 from faq_tf.layers import QuantizeInput
-from faq_tf.quantizers import (
-    ActivationQuantizer,
-    BatchNormMultiplierQuantizer,
-    FixedExponentQuantizer,
-    WeightQuantizer,
-    weight_exponent,
-)
+from faq_tf.quantizers import BatchNormMultiplierQuantizer, WeightQuantizer, weight_exponent
 
 __all__ = [
     "QuantizedTensor",
@@ -70,7 +64,14 @@ def _exponent_vars(layer) -> dict[str, tf.Variable]:
 
 
 def quantized_tensors_of(layer) -> list[QuantizedTensor]:
-    """Lists the quantized tensors of one layer of a faq_tf QAT model (empty for float layers)."""
+    """Lists the quantized tensors of one layer of a faq_tf QAT model (empty for float layers).
+
+    Args:
+      layer: a layer of the QAT model (a `QuantizeInput`, a QuantizeWrapper or another layer).
+
+    Returns:
+      Its weights' `QuantizedTensor`s, then its output's (or its input's for a `QuantizeInput`).
+    """
     result = []
     if isinstance(layer, _QuantizeLayer) and layer.quantizer is not None:
         var = _exponent_vars(layer).get(layer.name)
@@ -91,12 +92,23 @@ def quantized_tensors_of(layer) -> list[QuantizedTensor]:
 
 
 def quantized_tensors(model: keras.Model) -> list[QuantizedTensor]:
-    """Lists every quantized tensor of a QAT model built by faq_tf, in layer order."""
+    """Lists every quantized tensor of a QAT model built by faq_tf, in layer order.
+
+    Args:
+      model: a QAT model from `faq_tf.quantize_model` (or reloaded from disk).
+
+    Returns:
+      One `QuantizedTensor` per quantized weight, output and input.
+    """
     return [qt for layer in model.layers for qt in quantized_tensors_of(layer)]
 
 
 def initialize_weight_exponents(model: keras.Model) -> None:
-    """Sets every weight quantizer's l from the current weights (as a training step would)."""
+    """Sets every weight quantizer's l from the current weights (as a training step would).
+
+    Args:
+      model: a QAT model; its exponent variables are assigned in place.
+    """
     for qt in quantized_tensors(model):
         if isinstance(qt.quantizer, WeightQuantizer) and qt.exponent_variable is not None:
             l = weight_exponent(qt.weight, qt.quantizer.bits, qt.quantizer.clip_sigmas)
@@ -104,8 +116,6 @@ def initialize_weight_exponents(model: keras.Model) -> None:
 
 
 def _describe(q) -> str:
-    if isinstance(q, FixedExponentQuantizer) and q.bits > 16:
-        return f"{q.bits}b"
     if isinstance(q, BatchNormMultiplierQuantizer):
         return f"{q.bits}b l={q.exponent}"
     return f"{q.bits}b"
@@ -116,6 +126,9 @@ def precision_summary(model: keras.Model) -> str:
 
     Args:
       model: a QAT model from `faq_tf.quantize_model` (or reloaded from disk).
+
+    Returns:
+      The table as text, one row per layer, and a last line counting the quantized tensors.
     """
     rows = [("layer", "class", "weights", "w l", "activation", "a l")]
     by_layer: dict[str, list[QuantizedTensor]] = {}
@@ -153,8 +166,3 @@ def precision_summary(model: keras.Model) -> str:
         "(activation: u = unsigned, s = signed; '-' = float/fused)."
     )
     return "\n".join(lines)
-
-
-def is_activation_quantizer(q) -> bool:
-    """True for quantizers whose l is set by calibration."""
-    return isinstance(q, ActivationQuantizer)

@@ -1,7 +1,8 @@
 """Layers of faq_tf QAT models besides tfmot's wrapper.
 
 * `QuantizeInput` quantizes a network input (tfmot's own input layer is not part of its
-  public API, so faq_tf has this small one).
+  public API, so faq_tf has this small one), and the float outputs that
+  `faq_tf.outputs.quantize_float_outputs` quantizes for integer export.
 * `BatchNormWrapper` is the QuantizeWrapper of a BatchNormalization; at inference it
   computes y = x * m + c with plain ops, exactly as the integer runtime's folded conv does.
 """
@@ -11,14 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from faq_tf.compat import deserialize, keras, register, tf, tfmot
-from faq_tf.quantizers import exporting, fake_quant
+from faq_tf.quantizers import fake_quant
+from faq_tf.tracing import exporting
 
 __all__ = ["QuantizeInput", "BatchNormWrapper"]
 
 
 @register
 class QuantizeInput(keras.layers.Layer):
-    """Applies a quantizer to its input (the network input, 8 bits in the paper).
+    """Applies a quantizer to its input (the network input, 8 bits in the paper, or a float output).
 
     Args:
       quantizer: a tfmot Quantizer (an `ActivationQuantizer`), or its serialized config.
@@ -67,7 +69,7 @@ class BatchNormWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
     on the accumulator grid) this form is exact, and the Keras model rounds exactly the
     ties that the integer model rounds.
 
-    For export (`faq_tf.quantizers.export_trace`) a BN that follows a conv traces as the
+    For export (`faq_tf.tracing.export_trace`) a BN that follows a conv traces as the
     layer's FusedBatchNorm, which the converter folds into the conv. A *standalone* BN
     (DenseNet's, after a concat) traces as the same function written as a 1x1 depthwise
     conv with the 8-bit multipliers as its kernel: the converter would otherwise make a

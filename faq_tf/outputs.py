@@ -2,8 +2,9 @@
 
 The paper keeps the w4a4 logits wide (32-bit fixed point) during fine-tuning; an int8
 runtime stores every tensor in 8 bits, so the deployed model needs a scale for them.
-`quantize_float_outputs` appends that quantizer: a signed 8-bit power-of-two range
-calibrated like any other activation (logits), or the fixed 2^-8 step (softmax/sigmoid).
+`quantize_float_outputs` appends that quantizer: an 8-bit power-of-two range calibrated
+like any other activation (logits; signed when calibration sees a negative value), or the
+fixed 2^-8 step (softmax/sigmoid).
 faq-train applies it to the model it saves, so the saved Keras model is the one the
 integer model reproduces; `export_tflite.convert` applies it to models that lack it.
 
@@ -17,8 +18,9 @@ from __future__ import annotations
 from faq_tf import calibration, graph, registry
 from faq_tf.compat import keras, tfmot
 from faq_tf.layers import QuantizeInput
-from faq_tf.quantize import quantize_scope
-from faq_tf.quantizers import ActivationQuantizer, FixedExponentQuantizer, exponent_for_range
+from faq_tf.quantizers import ActivationQuantizer, FixedExponentQuantizer, Rounding, exponent_for_range
+from faq_tf.registry import OutputKind
+from faq_tf.saving import quantize_scope
 
 __all__ = ["float_outputs", "quantize_float_outputs"]
 
@@ -34,6 +36,12 @@ def _quantized_output(layer) -> bool:
 def float_outputs(model: keras.Model) -> list[str]:
     """Names of the layers between the model outputs and the last quantized tensors that compute
     float values (the w4a4 logits and what follows them); empty for a fully quantized model.
+
+    Args:
+      model: a faq_tf QAT model.
+
+    Returns:
+      Layer names, from the outputs back; pass-through layers are not listed.
     """
     g = graph.model_graph(model)
     tail, stack, seen = [], list(g.outputs), set()
@@ -46,22 +54,22 @@ def float_outputs(model: keras.Model) -> list[str]:
         if _quantized_output(layer) or isinstance(layer, keras.layers.InputLayer):
             continue
         inner = getattr(layer, "layer", layer)
-        passthrough = registry.supports(inner) and registry.get_layer_info(inner).output == registry.PASSTHROUGH
+        passthrough = registry.supports(inner) and registry.get_layer_info(inner).output is OutputKind.PASSTHROUGH
         if not passthrough:
             tail.append(name)
         stack.extend(g.producers[name])
     return tail
 
 
-def _rounding(g: graph.Graph, name: str) -> str:
+def _rounding(g: graph.Graph, name: str) -> Rounding:
     """The tie rule of the op computing layer `name`'s output (through linear activations)."""
     while True:
         layer = g.layers[name]
         inner = getattr(layer, "layer", layer)
         if not registry.supports(inner):
-            return "half_up"
+            return Rounding.HALF_UP
         info = registry.get_layer_info(inner)
-        if info.output == registry.COMPUTED or len(g.producers[name]) != 1:
+        if info.output is OutputKind.COMPUTED or len(g.producers[name]) != 1:
             return info.rounding
         name = g.producers[name][0]
 
@@ -70,8 +78,19 @@ def quantize_float_outputs(model: keras.Model, representative_data=None, percent
     """Returns `model` with its float output tensors quantized (8-bit, power of two).
 
     The w4a4 policy leaves the logits float, as the paper does; an integer runtime
-    needs a scale for them. Logits get a signed 8-bit range calibrated on
-    `representative_data`; softmax/sigmoid outputs get the fixed 2^-8 step.
+    needs a scale for them. Logits get an 8-bit range calibrated on
+    `representative_data` (signed when a calibration value is negative), rounding ties
+    as the op that computes them; softmax/sigmoid outputs get the fixed 2^-8 step.
+
+    Args:
+      model: a faq_tf QAT model; it is not modified.
+      representative_data: a few batches of inputs (see `faq_tf.calibration.as_batches`);
+        5 are used. Not needed when no output has to be calibrated.
+      percentile: P of the calibration (that of 8-bit tensors by default).
+
+    Returns:
+      `model` itself when no output is float, else a new model with a `QuantizeInput`
+      after each float output layer.
 
     Raises:
       ValueError: if calibration is needed and no representative data is given.

@@ -1,8 +1,10 @@
 """The precision policy: which tensor of which layer gets how many bits (section 3.1).
 
-This module only decides bits; `faq_tf.quantize` applies them. A policy is a frozen
+This module only decides; `faq_tf.quantize` applies the decisions. A policy is a frozen
 `Precision` (parsed from strings such as ``"w8a8"``, ``"w4a4"`` or ``"w4a8"``) plus
-per-layer overrides, resolved against a canonical model into one `LayerPlan` per layer.
+per-layer overrides, resolved against a canonical model into one `LayerPlan` per layer
+(`plan_model`). After calibration, `share_runtime_scales` gives the tensors that the
+TFLite converter stores on one scale (pooling outputs, concatenations) that scale.
 
 Low-precision rules (any policy below 8 bits), from the paper:
 
@@ -13,13 +15,15 @@ Low-precision rules (any policy below 8 bits), from the paper:
 * the network input is quantized to 8 bits.
 
 Tensors the paper leaves unquantized but an integer runtime must store (residual
-branches before their Add, linear bottlenecks, concatenations, pooled means) get
-``other_activation_bits`` (8 by default; 4-bit activations live in int8 anyway).
+branches before their Add, linear bottlenecks, concatenations, global means) get
+``other_activation_bits`` (8 by default; 4-bit activations live in int8 anyway). A
+pooling layer's output (AveragePooling2D, MaxPooling2D) keeps its input's bits and scale.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,17 +33,22 @@ from absl import logging
 from faq_tf import registry
 from faq_tf.compat import keras
 from faq_tf.graph import Graph, model_graph
-from faq_tf.quantizers import MAX_BITS, MIN_BITS
+from faq_tf.quantizers import MAX_BITS, MIN_BITS, Rounding, check_bits
+from faq_tf.registry import ActivationKind, FuseKind, OutputKind, WeightRole
 
-__all__ = ["Precision", "LayerPlan", "parse_precision", "parse_override", "plan_model", "PRESETS"]
+__all__ = [
+    "Precision",
+    "Role",
+    "Override",
+    "LayerPlan",
+    "parse_precision",
+    "parse_override",
+    "plan_model",
+    "share_runtime_scales",
+    "PRESETS",
+]
 
 _SPEC = re.compile(r"^(?:w(\d+))?(?:a(\d+))?$")
-
-
-def _bits(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
-        raise ValueError(f"{what} must be an integer in [{MIN_BITS}, {MAX_BITS}], got {value!r}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +74,9 @@ class Precision:
     quantize_logits: bool | None = None
 
     def __post_init__(self):
-        _bits(self.weight_bits, "weight_bits")
-        _bits(self.activation_bits, "activation_bits")
-        _bits(self.input_bits, "input_bits")
+        check_bits(self.weight_bits, "weight_bits")
+        check_bits(self.activation_bits, "activation_bits")
+        check_bits(self.input_bits, "input_bits")
         low = self.weight_bits < 8 or self.activation_bits < 8
         defaults = {
             "other_activation_bits": max(8, self.activation_bits),
@@ -79,7 +88,7 @@ class Precision:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         for name in ("other_activation_bits", "edge_weight_bits", "classifier_input_bits"):
-            _bits(getattr(self, name), name)
+            check_bits(getattr(self, name), name)
 
     @property
     def name(self) -> str:
@@ -95,6 +104,10 @@ PRESETS: dict[str, Precision | None] = {
 
 def parse_precision(precision: str | Precision | None) -> Precision | None:
     """Parses "fp32", "w8a8", "w4a4" or any "w<bits>a<bits>" into a `Precision`.
+
+    Args:
+      precision: the string (case and surrounding spaces ignored), a `Precision`
+        (returned as is) or None (fp32).
 
     Returns:
       The policy, or None for "fp32" (no quantization).
@@ -126,7 +139,19 @@ class Override:
 
 
 def parse_override(spec: str | Mapping[str, Any] | Override) -> Override:
-    """Parses "skip", "w8", "a4", "w4a8" or {"weight_bits": 8, "activation_bits": 4}."""
+    """Parses "skip", "w8", "a4", "w4a8" or {"weight_bits": 8, "activation_bits": 4}.
+
+    Args:
+      spec: the override: "skip" (also "float", "fp32"), "w<bits>", "a<bits>",
+        "w<bits>a<bits>", a dict with keys weight_bits/activation_bits/skip, or an
+        `Override` (returned as is).
+
+    Returns:
+      The `Override`; fields it does not set are None.
+
+    Raises:
+      ValueError: for an unknown string or key, or bits outside [2, 16].
+    """
     if isinstance(spec, Override):
         return spec
     if isinstance(spec, Mapping):
@@ -135,8 +160,8 @@ def parse_override(spec: str | Mapping[str, Any] | Override) -> Override:
             raise ValueError(f"Unknown override keys {sorted(unknown)} in {dict(spec)!r}")
         wb, ab = spec.get("weight_bits"), spec.get("activation_bits")
         return Override(
-            None if wb is None else _bits(wb, "weight_bits"),
-            None if ab is None else _bits(ab, "activation_bits"),
+            None if wb is None else check_bits(wb, "weight_bits"),
+            None if ab is None else check_bits(ab, "activation_bits"),
             bool(spec.get("skip", False)),
         )
     text = str(spec).strip().lower()
@@ -150,9 +175,23 @@ def parse_override(spec: str | Mapping[str, Any] | Override) -> Override:
         )
     wb, ab = match.groups()
     return Override(
-        None if wb is None else _bits(int(wb), "weight_bits"),
-        None if ab is None else _bits(int(ab), "activation_bits"),
+        None if wb is None else check_bits(int(wb), "weight_bits"),
+        None if ab is None else check_bits(int(ab), "activation_bits"),
     )
+
+
+class Role(str, enum.Enum):
+    """Why a layer's output is, or is not, quantized (`LayerPlan.role`)."""
+
+    INPUT = "input"  # the network input: input_bits
+    RELU = "relu"  # a ReLU output inside the network: activation_bits, unsigned
+    OTHER = "other"  # another stored tensor (residual branch, concat, pooled mean): other_activation_bits
+    FIXED = "fixed"  # softmax/sigmoid/tanh: 8 bits on the range the int8 kernels fix
+    CLASSIFIER_INPUT = "classifier_input"  # feeds the last weight layer: classifier_input_bits
+    LOGITS = "logits"  # the last weight layers' outputs and what follows: float unless quantize_logits
+    FUSED = "fused"  # the integer runtime fuses it into its sole consumer: float
+    PASSTHROUGH = "passthrough"  # stays on its input's grid: not quantized again
+    SKIPPED = "skipped"  # left float by a "skip" override
 
 
 @dataclasses.dataclass
@@ -164,8 +203,7 @@ class LayerPlan:
       class_name: layer class.
       weight_bits: bits of its kernel (8 for BN constants); None: float weights.
       activation_bits: bits of its output; None: output not quantized.
-      role: why the output is (not) quantized: "input", "relu", "other", "fixed",
-        "classifier_input", "logits", "fused", "passthrough" or "skipped".
+      role: why the output is (not) quantized, a `Role`.
       signed: whether the output range is signed (set by calibration).
       exponent: the output's l (set by calibration); None: control value.
       rounding: the tie rule of the integer op that computes the output: that of the
@@ -176,15 +214,15 @@ class LayerPlan:
     class_name: str
     weight_bits: int | None = None
     activation_bits: int | None = None
-    role: str = "passthrough"
+    role: Role = Role.PASSTHROUGH
     signed: bool = False
     exponent: int | None = None
-    rounding: str = "half_up"
+    rounding: Rounding = Rounding.HALF_UP
 
 
 def _is_relu(layer) -> bool:
     info = registry.get_layer_info(layer)
-    return info.output == registry.ACTIVATION and registry.activation_kind(layer) == "relu"
+    return info.output is OutputKind.ACTIVATION and registry.activation_kind(layer) is ActivationKind.RELU
 
 
 def _fused(layer, info, graph: Graph) -> bool:
@@ -192,9 +230,9 @@ def _fused(layer, info, graph: Graph) -> bool:
     if len(consumers) != 1 or layer.name in graph.outputs:
         return False
     nxt = graph.layers[consumers[0]]
-    if registry.FUSES_BN in info.fuses_into and type(nxt) is keras.layers.BatchNormalization:
+    if FuseKind.BATCH_NORM in info.fuses_into and type(nxt) is keras.layers.BatchNormalization:
         return True
-    return registry.FUSES_RELU in info.fuses_into and registry.supports(nxt) and _is_relu(nxt)
+    return FuseKind.RELU in info.fuses_into and registry.supports(nxt) and _is_relu(nxt)
 
 
 def _match_overrides(name: str, overrides) -> Override | None:
@@ -232,13 +270,7 @@ def plan_model(
       UnsupportedLayerError: for a layer that is neither supported nor skipped.
       ValueError: for a malformed override, or one that matches no layer.
     """
-    overrides = []
-    for pattern, spec in (layer_overrides or {}).items():
-        try:
-            compiled = re.compile(pattern)
-        except re.error as e:
-            raise ValueError(f"layer_overrides key {pattern!r} is not a valid regex: {e}") from e
-        overrides.append((compiled, parse_override(spec)))
+    overrides = [_compile_override(pattern, spec) for pattern, spec in (layer_overrides or {}).items()]
     graph = model_graph(model)
     names = list(graph.layers)
     for pattern, _ in overrides:
@@ -247,7 +279,43 @@ def plan_model(
                 f"layer_overrides key {pattern.pattern!r} matches no layer of '{model.name}'. "
                 f"Layer names look like: {names[1:6]}"
             )
+    infos = _layer_infos(graph, overrides)
+    first, tail, feeds_classifier = _positions(graph, infos)
 
+    plans: dict[str, LayerPlan] = {}
+    for name, layer in graph.layers.items():
+        plan = LayerPlan(name, type(layer).__name__)
+        plans[name] = plan
+        if name not in infos:
+            plan.role = Role.SKIPPED
+            continue
+        info = infos[name]
+        roles = {r for _, r in info.weights}
+        if WeightRole.WEIGHT in roles:
+            edge = name in first or name in tail
+            plan.weight_bits = precision.edge_weight_bits if edge else precision.weight_bits
+        elif WeightRole.BN_MULTIPLIER in roles:
+            plan.weight_bits = registry.BN_BITS
+        _assign_role(plan, layer, info, graph, precision, name in tail, feeds_classifier[name])
+        ov = _match_overrides(name, overrides)
+        if ov is not None:
+            _apply_override(plan, ov, has_kernel=WeightRole.WEIGHT in roles)
+    for name, plan in plans.items():
+        if plan.activation_bits is not None and name in infos:
+            plan.rounding = _output_rounding(name, graph, plans)
+    return plans
+
+
+def _compile_override(pattern: str, spec: Any) -> tuple[re.Pattern, Override]:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"layer_overrides key {pattern!r} is not a valid regex: {e}") from e
+    return compiled, parse_override(spec)
+
+
+def _layer_infos(graph: Graph, overrides) -> dict[str, registry.LayerInfo]:
+    """The table rows of the layers no override skips; raises naming the first unsupported one."""
     infos, unsupported = {}, []
     for name, layer in graph.layers.items():
         ov = _match_overrides(name, overrides)
@@ -260,8 +328,19 @@ def plan_model(
     if unsupported:
         extra = f" ({len(unsupported) - 1} more unsupported layers follow it)" if len(unsupported) > 1 else ""
         raise registry.UnsupportedLayerError(f"{unsupported[0]}{extra}")
+    return infos
 
-    kernels = {n for n, i in infos.items() if any(r == registry.WEIGHT for _, r in i.weights)}
+
+def _positions(graph: Graph, infos: dict[str, registry.LayerInfo]) -> tuple[set[str], set[str], dict[str, bool]]:
+    """Where each layer sits relative to the weight layers (kernels).
+
+    Returns:
+      (first, tail, feeds_classifier): the weight layers with no weight layer above them;
+      the last weight layers and every layer after them (the logits); and, per layer,
+      whether its output feeds the classifier.
+    """
+    names = list(graph.layers)
+    kernels = {n for n, i in infos.items() if any(r is WeightRole.WEIGHT for _, r in i.weights)}
     has_kernel_above = {}
     for n in names:  # topological order
         has_kernel_above[n] = any(p in kernels or has_kernel_above[p] for p in graph.producers[n])
@@ -281,75 +360,131 @@ def plan_model(
             and bool(cons)
             and all((c in kernels and c in tail) or feeds_classifier.get(c, False) for c in cons)
         )
+    return first, tail, feeds_classifier
 
-    plans: dict[str, LayerPlan] = {}
-    for name, layer in graph.layers.items():
-        plan = LayerPlan(name, type(layer).__name__)
-        plans[name] = plan
-        ov = _match_overrides(name, overrides)
-        if name not in infos:
-            plan.role = "skipped"
-            continue
-        info = infos[name]
-        roles = {r for _, r in info.weights}
-        if registry.WEIGHT in roles:
-            edge = name in first or name in tail
-            plan.weight_bits = precision.edge_weight_bits if edge else precision.weight_bits
-        elif registry.BN_MULTIPLIER in roles:
-            plan.weight_bits = registry.BN_BITS
 
-        if isinstance(layer, keras.layers.InputLayer):
-            plan.role, plan.activation_bits = "input", precision.input_bits
-        elif info.output == registry.PASSTHROUGH:
-            plan.role = "passthrough"
-        elif info.output == registry.ACTIVATION and registry.activation_kind(layer) == "identity":
-            plan.role = "passthrough"
-        elif info.output == registry.COMPUTED and _fused(layer, info, graph):
-            plan.role = "fused"
-        elif name in tail:
-            plan.role = "logits"
-            fixed = info.output == registry.ACTIVATION and registry.activation_kind(layer) == "fixed"
-            if precision.quantize_logits:
-                plan.activation_bits = 8 if fixed else precision.other_activation_bits
-        elif info.output == registry.ACTIVATION and registry.activation_kind(layer) == "fixed":
-            plan.role, plan.activation_bits = "fixed", 8
-        elif feeds_classifier[name]:
-            plan.role, plan.activation_bits = "classifier_input", precision.classifier_input_bits
-        elif info.output == registry.ACTIVATION:
-            plan.role, plan.activation_bits = "relu", precision.activation_bits
+def _assign_role(
+    plan: LayerPlan,
+    layer,
+    info: registry.LayerInfo,
+    graph: Graph,
+    precision: Precision,
+    in_tail: bool,
+    feeds_classifier: bool,
+) -> None:
+    """Sets the plan's role and output bits (the rules of the module docstring)."""
+    kind = registry.activation_kind(layer) if info.output is OutputKind.ACTIVATION else None
+    if isinstance(layer, keras.layers.InputLayer):
+        plan.role, plan.activation_bits = Role.INPUT, precision.input_bits
+    elif info.output is OutputKind.PASSTHROUGH or kind is ActivationKind.IDENTITY:
+        plan.role = Role.PASSTHROUGH
+    elif info.output is OutputKind.COMPUTED and _fused(layer, info, graph):
+        plan.role = Role.FUSED
+    elif in_tail:
+        plan.role = Role.LOGITS
+        if precision.quantize_logits:
+            plan.activation_bits = 8 if kind is ActivationKind.FIXED else precision.other_activation_bits
+    elif kind is ActivationKind.FIXED:
+        plan.role, plan.activation_bits = Role.FIXED, 8
+    elif feeds_classifier:
+        plan.role, plan.activation_bits = Role.CLASSIFIER_INPUT, precision.classifier_input_bits
+    elif info.output is OutputKind.ACTIVATION:
+        plan.role, plan.activation_bits = Role.RELU, precision.activation_bits
+    else:
+        plan.role, plan.activation_bits = Role.OTHER, precision.other_activation_bits
+
+
+def _apply_override(plan: LayerPlan, ov: Override, has_kernel: bool) -> None:
+    """Applies a layer override to a plan whose role is set; warns where it cannot apply."""
+    if ov.weight_bits is not None:
+        if has_kernel:
+            plan.weight_bits = ov.weight_bits
         else:
-            plan.role, plan.activation_bits = "other", precision.other_activation_bits
-
-        if ov is not None:
-            if ov.weight_bits is not None:
-                if registry.WEIGHT in roles:
-                    plan.weight_bits = ov.weight_bits
-                else:
-                    logging.warning("Override w%d ignored for '%s': it has no kernel.", ov.weight_bits, name)
-            if ov.activation_bits is not None:
-                if plan.role in ("fused", "passthrough"):
-                    logging.warning(
-                        "Override a%d ignored for '%s': its output is %s (not a stored tensor).",
-                        ov.activation_bits,
-                        name,
-                        plan.role,
-                    )
-                elif plan.role == "fixed":
-                    logging.warning("Override ignored for '%s': its output range is fixed.", name)
-                else:
-                    plan.activation_bits = ov.activation_bits
-    for name, plan in plans.items():
-        if plan.activation_bits is not None and name in infos:
-            plan.rounding = _output_rounding(name, graph, plans)
-    return plans
+            logging.warning("Override w%d ignored for '%s': it has no kernel.", ov.weight_bits, plan.name)
+    if ov.activation_bits is not None:
+        if plan.role in (Role.FUSED, Role.PASSTHROUGH):
+            logging.warning(
+                "Override a%d ignored for '%s': its output is %s (not a stored tensor).",
+                ov.activation_bits,
+                plan.name,
+                plan.role.value,
+            )
+        elif plan.role is Role.FIXED:
+            logging.warning("Override ignored for '%s': its output range is fixed.", plan.name)
+        else:
+            plan.activation_bits = ov.activation_bits
 
 
-def _output_rounding(name: str, graph: Graph, plans: dict[str, LayerPlan]) -> str:
+def _output_rounding(name: str, graph: Graph, plans: dict[str, LayerPlan]) -> Rounding:
     """The tie rule of the integer op computing `name`'s output (walks up fused layers)."""
     while True:
         producers = graph.producers[name]
-        if len(producers) != 1 or plans[producers[0]].role != "fused":
+        if len(producers) != 1 or plans[producers[0]].role is not Role.FUSED:
             break
         name = producers[0]
     layer = graph.layers[name]
-    return registry.get_layer_info(layer).rounding if registry.supports(layer) else "half_up"
+    return registry.get_layer_info(layer).rounding if registry.supports(layer) else Rounding.HALF_UP
+
+
+def share_runtime_scales(plans: dict[str, LayerPlan], graph: Graph) -> None:
+    """Gives tensors the scale the TFLite converter will give them, so Keras rounds the same.
+
+    * AveragePooling2D, MaxPooling2D: the integer op keeps its input's scale; the output
+      takes the input's bits, exponent and sign. (MaxPooling2D has its own output
+      quantizer, a no-op on values already on the grid, because the converter turns a
+      max-pooled tensor read by both convs and an average pool, as in InceptionV3's
+      mixed0, into float without one.)
+    * Concatenate: the converter gives a joined tensor the concat's scale (rounding its
+      accumulator once, straight to that grid) unless the op producing it fixes its scale
+      (a pooling op: a QUANTIZE op then re-rounds it, as the Keras concat's quantizer
+      does). The concat and the joined tensors get one exponent (the coarsest, so every
+      range is kept) and one sign (with mixed signs the converter picks a range that is
+      not a power of two).
+
+    `faq_tf.quantize_model` calls it after calibration, so that the Keras model rounds
+    each of these tensors on the grid the integer model stores it on.
+
+    Args:
+      plans: the calibrated plans from `plan_model` (`signed` and `exponent` set). The
+        plans of pooling and concatenation layers, and of the tensors a concatenation
+        joins, are changed in place.
+      graph: the layer graph of the canonical model the plans were made for.
+    """
+    # Until every rule holds at once (InceptionV3: pools of concats, nested concats). It ends:
+    # exponents only grow and signs only turn signed, pools copying their (growing) sources.
+    changed = True
+    while changed:
+        changed = False
+        for name, plan in plans.items():
+            kind = type(graph.layers[name])
+            if plan.activation_bits is None:
+                continue
+            if kind in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D):
+                source = _stored_input(plans, graph, graph.producers[name][0])
+                group, shared = [plan], None
+                if source is not None:
+                    shared = (source.activation_bits, source.exponent, source.signed)
+            elif kind is keras.layers.Concatenate:
+                joined = [_stored_input(plans, graph, n) for n in graph.producers[name]]
+                fixed = ("AveragePooling2D", "MaxPooling2D")  # keep their input's scale: requantized
+                group = [plan] + [p for p in joined if p is not None and p.class_name not in fixed]
+                exponents = [p.exponent for p in group if p.exponent is not None]
+                signed = plan.signed or any(p.signed for p in joined if p is not None)
+                shared = None if not exponents else (None, max(exponents), signed)
+            else:
+                continue
+            for p in group if shared is not None else []:
+                bits = shared[0] if shared[0] is not None else p.activation_bits
+                if (p.activation_bits, p.exponent, p.signed) != (bits, shared[1], shared[2]):
+                    p.activation_bits, p.exponent, p.signed = bits, shared[1], shared[2]
+                    changed = True
+
+
+def _stored_input(plans: dict[str, LayerPlan], graph: Graph, name: str) -> LayerPlan | None:
+    """The plan of the quantized tensor a layer input comes from (through pass-through layers)."""
+    while plans[name].activation_bits is None:
+        producers = graph.producers[name]
+        if plans[name].role not in (Role.PASSTHROUGH, Role.INPUT) or len(producers) != 1:
+            return None
+        name = producers[0]
+    return plans[name]

@@ -1,40 +1,34 @@
 """`quantize_model`: a pretrained fp32 Keras model in, a FAQ quantization-aware model out.
 
 Steps: canonicalize the graph (`faq_tf.graph`), resolve the precision policy
-(`faq_tf.policy`), calibrate activation ranges on the unquantized network
-(`faq_tf.calibration`), then rebuild the model with every layer wrapped in a
-tfmot `QuantizeWrapperV2` holding its `FaqQuantizeConfig`.
+(`faq_tf.policy.plan_model`), calibrate activation ranges on the unquantized network
+(`faq_tf.calibration`), share the scales the converter shares
+(`faq_tf.policy.share_runtime_scales`), then rebuild the model: each layer with something
+to quantize is wrapped in a tfmot `QuantizeWrapperV2` (`BatchNormWrapper` for a
+BatchNormalization) holding its `FaqQuantizeConfig`, the network input gets a
+`QuantizeInput`, and skipped or unquantized layers stay as they are.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from faq_tf import calibration, graph, policy, registry
-from faq_tf.compat import custom_objects, keras, tfmot
+from faq_tf.compat import keras, tfmot
 from faq_tf.introspect import initialize_weight_exponents, precision_summary
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
+from faq_tf.policy import Role
 from faq_tf.quantizers import ActivationQuantizer, control_exponent
+from faq_tf.registry import ActivationKind, OutputKind
+from faq_tf.saving import quantize_scope
 
 _Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
 
-__all__ = ["quantize_model", "quantize_scope", "save_model", "load_model"]
+__all__ = ["quantize_model"]
 
 
-def quantize_scope() -> contextlib.AbstractContextManager:
-    """The scope needed to load a faq_tf QAT model (`.h5` or SavedModel).
-
-    Example:
-      >>> with faq_tf.quantize_scope():
-      ...     model = keras.models.load_model("model.h5")
-    """
-    return tfmot.quantization.keras.quantize_scope(custom_objects())
-
-
-def _nonnegative(model: keras.Model, g: graph.Graph) -> dict[str, bool]:
+def _nonnegative(g: graph.Graph) -> dict[str, bool]:
     """Static sign analysis for the uncalibrated control mode."""
     result: dict[str, bool] = {}
     for name, layer in g.layers.items():
@@ -44,11 +38,13 @@ def _nonnegative(model: keras.Model, g: graph.Graph) -> dict[str, bool]:
         except registry.UnsupportedLayerError:
             result[name] = False
             continue
-        if info.output == registry.ACTIVATION:
+        if info.output is OutputKind.ACTIVATION:
             kind = registry.activation_kind(layer)
-            fn = registry.activation_function_name(layer) if kind == "fixed" else ""
-            result[name] = kind == "relu" or fn in ("softmax", "sigmoid") or (kind == "identity" and all(ins))
-        elif info.output == registry.PASSTHROUGH or type(layer) in (
+            if kind is ActivationKind.FIXED:
+                result[name] = registry.activation_function_name(layer) in ("softmax", "sigmoid")
+            else:  # a ReLU output is nonnegative; a linear activation keeps its input's sign
+                result[name] = kind is ActivationKind.RELU or all(ins)
+        elif info.output is OutputKind.PASSTHROUGH or type(layer) in (
             keras.layers.Concatenate,
             keras.layers.AveragePooling2D,
             keras.layers.MaxPooling2D,
@@ -100,6 +96,7 @@ def quantize_model(
       UnsupportedLayerError: for a layer that cannot be quantized (names it).
       CalibrationError: for unusable calibration data.
       ValueError: for a bad precision, override or percentile.
+      TypeError: for a Keras 3 or subclassed model.
     """
     parsed = policy.parse_precision(precision)
     for p in (percentile_8bit, percentile_low_bit):
@@ -114,7 +111,7 @@ def quantize_model(
         return canonical
     plans = policy.plan_model(canonical, parsed, layer_overrides)
     g = graph.model_graph(canonical)
-    quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role != "fixed"}
+    quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role is not Role.FIXED}
 
     if calibrate:
         wanted = {
@@ -123,20 +120,36 @@ def quantize_model(
         }
         ranges = calibration.collect_ranges(canonical, wanted, calibration_data, calibration_batches, batch_size)
         for n, p in quantized.items():
-            p.signed = ranges[n].signed and p.role != "relu"
+            p.signed = ranges[n].signed and p.role is not Role.RELU
             p.exponent = ranges[n].exponent(p.activation_bits, p.signed)
     else:
-        nonneg = _nonnegative(canonical, g)
+        nonneg = _nonnegative(g)
         for n, p in quantized.items():
             p.signed = not nonneg[n]
             p.exponent = control_exponent(p.activation_bits, p.signed)
 
-    _share_runtime_scales(plans, g)
+    policy.share_runtime_scales(plans, g)
+
+    qat = _rebuild(canonical, g, plans, weight_clip_sigmas, model_name=f"{model.name}_{parsed.name}")
+    initialize_weight_exponents(qat)
+    if verbose:  # the report the caller asked for
+        print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
+    return qat
+
+
+def _rebuild(
+    canonical: keras.Model,
+    g: graph.Graph,
+    plans: dict[str, policy.LayerPlan],
+    weight_clip_sigmas: float | None,
+    model_name: str,
+) -> keras.Model:
+    """Rebuilds the canonical model with the quantizers `plans` asks for, layer by layer."""
 
     def make_layers(layer):
         plan = plans[layer.name]
         clone = graph.clone_layer(layer)
-        if plan.role == "skipped":
+        if plan.role is Role.SKIPPED:
             return [clone]
         config = registry.get_quantize_config(
             layer, plan.weight_bits, plan.activation_bits, plan.signed, plan.exponent, weight_clip_sigmas, plan.rounding
@@ -145,7 +158,7 @@ def quantize_model(
             return [clone]
         if isinstance(clone, keras.layers.BatchNormalization):
             producers = g.producers[layer.name]
-            folded = len(producers) == 1 and plans[producers[0]].role == "fused"
+            folded = len(producers) == 1 and plans[producers[0]].role is Role.FUSED
             return [BatchNormWrapper(clone, config, standalone=not folded)]
         return [_Wrapper(clone, config)]
 
@@ -157,152 +170,5 @@ def quantize_model(
         return [QuantizeInput(q, name=f"{name}_quantize")]
 
     with quantize_scope():
-        qat, _ = graph.rebuild(canonical, make_layers, input_layers, name=f"{model.name}_{parsed.name}")
-    initialize_weight_exponents(qat)
-    if verbose:  # the report the caller asked for
-        print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
+        qat, _ = graph.rebuild(canonical, make_layers, input_layers, name=model_name)
     return qat
-
-
-def _share_runtime_scales(plans: dict[str, policy.LayerPlan], g: graph.Graph) -> None:
-    """Gives tensors the scale the TFLite converter will give them, so Keras rounds the same.
-
-    * AveragePooling2D, MaxPooling2D: the integer op keeps its input's scale; the output
-      takes the input's bits, exponent and sign. (MaxPooling2D has its own output
-      quantizer, a no-op on values already on the grid, because the converter turns a
-      max-pooled tensor read by both convs and an average pool, as in InceptionV3's
-      mixed0, into float without one.)
-    * Concatenate: the converter gives a joined tensor the concat's scale (rounding its
-      accumulator once, straight to that grid) unless the op producing it fixes its scale
-      (a pooling op: a QUANTIZE op then re-rounds it, as the Keras concat's quantizer
-      does). The concat and the joined tensors get one exponent (the coarsest, so every
-      range is kept) and one sign (with mixed signs the converter picks a range that is
-      not a power of two).
-    """
-    # Until every rule holds at once (InceptionV3: pools of concats, nested concats). It ends:
-    # exponents only grow and signs only turn signed, pools copying their (growing) sources.
-    changed = True
-    while changed:
-        changed = False
-        for name, plan in plans.items():
-            kind = type(g.layers[name])
-            if plan.activation_bits is None:
-                continue
-            if kind in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D):
-                source = _stored_input(plans, g, g.producers[name][0])
-                group, shared = [plan], None
-                if source is not None:
-                    shared = (source.activation_bits, source.exponent, source.signed)
-            elif kind is keras.layers.Concatenate:
-                joined = [_stored_input(plans, g, n) for n in g.producers[name]]
-                fixed = ("AveragePooling2D", "MaxPooling2D")  # keep their input's scale: requantized
-                group = [plan] + [p for p in joined if p is not None and p.class_name not in fixed]
-                exponents = [p.exponent for p in group if p.exponent is not None]
-                signed = plan.signed or any(p.signed for p in joined if p is not None)
-                shared = None if not exponents else (None, max(exponents), signed)
-            else:
-                continue
-            for p in group if shared is not None else []:
-                bits = shared[0] if shared[0] is not None else p.activation_bits
-                if (p.activation_bits, p.exponent, p.signed) != (bits, shared[1], shared[2]):
-                    p.activation_bits, p.exponent, p.signed = bits, shared[1], shared[2]
-                    changed = True
-
-
-def _stored_input(plans: dict[str, policy.LayerPlan], g: graph.Graph, name: str) -> policy.LayerPlan | None:
-    """The plan of the quantized tensor a layer input comes from (through pass-through layers)."""
-    while plans[name].activation_bits is None:
-        producers = g.producers[name]
-        if plans[name].role not in ("passthrough", "input") or len(producers) != 1:
-            return None
-        name = producers[0]
-    return plans[name]
-
-
-_KERAS_FORMAT_ERROR = (
-    "A QAT model saved as .keras cannot be reloaded with tensorflow-model-optimization 0.8.1 "
-    "(tfmot's quantize layers lose variables in that format). Save to a path ending in .h5, "
-    "or to a directory (SavedModel)."
-)
-
-
-def save_model(model: keras.Model, path: str | os.PathLike) -> None:
-    """Saves a QAT model as `.h5` or SavedModel, refusing the broken `.keras` format.
-
-    Raises:
-      ValueError: for a `.keras` path.
-    """
-    path = os.fspath(path)
-    if path.endswith(".keras"):
-        raise ValueError(f"{path}: {_KERAS_FORMAT_ERROR}")
-    if path.endswith((".h5", ".hdf5")):
-        # Written beside and renamed: a failed save (full disk) never damages an older file.
-        tmp = f"{path}.tmp{os.getpid()}.h5"
-        try:
-            model.save(tmp, save_format="h5")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    else:
-        # Layer call traces are skipped: a wrapped BatchNormalization's traced call would
-        # capture its quantized gamma from the wrapper's graph, which SavedModel refuses.
-        # Loading rebuilds the layers from their configs under `quantize_scope` instead.
-        model.save(path, save_format="tf", save_traces=False)
-
-
-def _model_config_text(path: str) -> str:
-    """The raw model config stored in an .h5 file or a SavedModel folder ("" if none)."""
-    if os.path.isdir(path):
-        meta = os.path.join(path, "keras_metadata.pb")
-        if os.path.exists(meta):
-            with open(meta, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        return ""
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            config = f.attrs.get("model_config", "")
-    except OSError:
-        return ""  # not HDF5: Keras' own loader reports it
-    return config.decode() if isinstance(config, bytes) else str(config)
-
-
-def _refuse_code(path: str) -> None:
-    """Raises if the saved model would deserialize Python code (a Lambda layer).
-
-    Keras' safe_mode only guards the .keras format; an .h5 Lambda layer holds marshalled
-    bytecode that loading would run. faq_tf never loads it.
-    """
-    text = _model_config_text(path)
-    for marker in ('"class_name": "Lambda"', '"class_name":"Lambda"'):
-        if marker in text:
-            raise ValueError(
-                f"{path} contains a Lambda layer (stored Python bytecode). faq_tf does not deserialize code "
-                "(Keras safe_mode stays on). Rebuild the model in Python and use model.load_weights(path), "
-                "or replace the Lambda with a registered layer."
-            )
-
-
-def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
-    """Loads a model saved by `save_model`; never runs stored code.
-
-    Keras safe_mode stays on, and models with Lambda layers (whose .h5 config holds
-    bytecode that safe_mode does not cover) are refused before anything is deserialized.
-
-    Raises:
-      ValueError: for a `.keras` path, a model with a Lambda layer, or a file that is not a
-        readable model.
-    """
-    path = os.fspath(path)
-    if path.endswith(".keras"):
-        raise ValueError(f"{path}: {_KERAS_FORMAT_ERROR}")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model at {path}")
-    _refuse_code(path)
-    with quantize_scope():
-        try:
-            return keras.models.load_model(path, compile=compile, safe_mode=True)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"Could not load a Keras model from {path}: {e}") from e

@@ -6,38 +6,48 @@ A value x is represented with b bits and the least significant bit at 2^l:
   signed:   Q_{b,l}(x) = clip(round(x * 2^-l), -(2^(b-1) - 1), 2^(b-1) - 1) * 2^l
 
 `round(v)` is floor(v + 1/2) (ties go up), which is what TensorFlow's FakeQuant
-kernels compute. Gradients pass straight through inside the representable range
-and are zero where a value is clipped (the straight-through estimator).
+kernels compute; at inference an activation quantizer rounds ties instead as the
+integer op producing the tensor does (`Rounding`). Gradients pass straight through
+inside the representable range and are zero where a value is clipped (the
+straight-through estimator).
 
 Every quantizer below is written with ops that the TFLite converter turns into
 integer tensors whose scale is exactly 2^l:
 
-* weights use the *per-channel* FakeQuant op with equal ranges on every channel,
+* conv kernels use the *per-channel* FakeQuant op with equal ranges on every channel,
   so that the converter can fold a following BatchNormalization into exact
   per-channel scales (2^l x an 8-bit BN multiplier) and keep the weights on the grid;
-* activations below 8 bits are clipped to the b-bit range and then fake-quantized
-  at 8 bits with the same step: int8 storage holding at most 2^b levels.
+  Dense kernels use the per-tensor op (the converter rejects per-axis scales there);
+* tensors below 8 bits are clipped to the b-bit range and then fake-quantized at
+  8 bits with the same step: int8 storage holding at most 2^b levels (weights can
+  trace as packed b-bit tensors instead: `faq_tf.tracing.packed_sub8bit_weights`);
+* signed activations of 8 bits and more clamp at -2^(b-1), one level below the
+  symmetric range, because the integer runtime clamps there.
 
 Example:
 
   >>> q = ActivationQuantizer(bits=4)
   >>> q.get_config()
-  {'bits': 4, 'signed': False, 'exponent': -2}
+  {'bits': 4, 'signed': False, 'exponent': -2, 'rounding': 'half_up'}
 """
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import math
-import threading
 from typing import Any
 
 from faq_tf.compat import keras, register, tf, tfmot
+from faq_tf.tracing import exporting, packing
 
 __all__ = [
     "MIN_BITS",
     "MAX_BITS",
     "MIN_EXPONENT",
+    "MAX_CONSTANT_BITS",
+    "MAX_ABS_EXPONENT",
+    "check_bits",
+    "check_exponent",
     "DEFAULT_CLIP_SIGMAS",
     "integer_range",
     "default_clip_sigmas",
@@ -45,10 +55,7 @@ __all__ = [
     "control_exponent",
     "weight_exponent",
     "fake_quant",
-    "packed_sub8bit_weights",
-    "export_trace",
-    "exporting",
-    "ROUNDING_MODES",
+    "Rounding",
     "FixedPointQuantizer",
     "WeightQuantizer",
     "ActivationQuantizer",
@@ -61,10 +68,11 @@ MAX_BITS = 16  # weights and activations; constants (biases) may use up to 32.
 MAX_CONSTANT_BITS = 32
 
 # k in "clip the weights at k standard deviations". The paper uses 4.12 at 4 bits
-# (footnote 4) and gives no 8-bit value. At 5 bits and more faq_tf uses k = 5, from
-# `benchmarks/weight_clip_sweep.py` on the Fashion-MNIST ResNet: 8-bit accuracy after
-# calibration is flat for k in [3, 10] (90.44-90.64% vs fp32 90.60%) while kernel SQNR
-# peaks near k = 3 (Gaussian-like weights). ACIQ's analysis puts the 8-bit optimum at
+# (footnote 4) and gives no 8-bit value. At 5 bits and more faq_tf uses k = 5, from a
+# sweep over k on the Fashion-MNIST ResNet that measures 8-bit top-1 after calibration
+# (against fp32) and kernel SQNR for each k (`python -m benchmarks.weight_clip_sweep`;
+# results in docs/results.md): accuracy barely moves over a wide range of k, while
+# SQNR peaks near k = 3 (Gaussian-like weights). ACIQ's analysis puts the 8-bit optimum at
 # about 3.9 sigma for Gaussian and 7 sigma for Laplacian weights; ceil(log2) widens the
 # effective clip by 1-2x, so k = 5 covers heavy-tailed pretrained kernels too. Below 4
 # bits k shrinks (Gaussian-optimal 3-bit clip 2.15 sigma; 2-bit ternary weights need a
@@ -72,66 +80,41 @@ MAX_CONSTANT_BITS = 32
 DEFAULT_CLIP_SIGMAS: dict[int, float] = {2: 1.0, 3: 2.15, 4: 4.12}
 _CLIP_SIGMAS_5_AND_ABOVE = 5.0
 
-_STORAGE = threading.local()
 
+class Rounding(str, enum.Enum):
+    """How an integer runtime rounds a value that lies exactly halfway between two levels.
 
-@contextlib.contextmanager
-def packed_sub8bit_weights(enabled: bool = True):
-    """Within this context, weights below 8 bits trace as b-bit FakeQuant ops.
+    FakeQuant (training) rounds ties up; LiteRT's CPU kernels (XNNPACK, its default) round
+    ties to even in CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and MEAN, up in ADD and in
+    the QUANTIZE that requantizes a CONCATENATION input, and away from zero in
+    AVERAGE_POOL_2D (which XNNPACK leaves to the builtin kernel). Measured op by op:
+    tests/test_export.py::test_integer_model_computes_what_keras_computes. At inference
+    the Keras model applies the rule of the op that produces each tensor
+    (`faq_tf.registry`), so that it computes what the integer model computes, tie for tie.
 
-    The TFLite converter stores those as packed INT4 tensors (half the bytes, but not
-    supported by every runtime, e.g. the Edge TPU). Outside it they trace as a clip to
-    the b-bit range plus an 8-bit FakeQuant with the same step: int8 storage holding only
-    b-bit values. Both compute the same numbers.
+    Configs store the plain string value; everything that takes a rounding rule accepts
+    the member or its value.
     """
-    with _tracing_flag("packed", enabled):
-        yield
+
+    HALF_UP = "half_up"
+    HALF_EVEN = "half_even"
+    HALF_AWAY = "half_away"  # away from the int8 storage's zero point
 
 
-@contextlib.contextmanager
-def export_trace():
-    """Within this context, activation quantizers trace only ops the TFLite converter maps.
-
-    Outside it, inference (training=False) also applies the integer runtime's tie rule
-    (`ROUNDING_MODES`), a few elementwise ops that the converter would keep as float.
-    `export_tflite.convert` traces the model inside this context.
-    """
-    with _tracing_flag("export", True):
-        yield
-
-
-@contextlib.contextmanager
-def _tracing_flag(name: str, value: bool):
-    previous = getattr(_STORAGE, name, False)
-    setattr(_STORAGE, name, value)
+def _as_rounding(value: Any) -> Rounding:
     try:
-        yield
-    finally:
-        setattr(_STORAGE, name, previous)
+        return Rounding(value)
+    except (ValueError, TypeError):
+        modes = tuple(r.value for r in Rounding)
+        raise ValueError(f"rounding must be one of {modes}, got {value!r}") from None
 
 
-def exporting() -> bool:
-    """True inside `export_trace()`."""
-    return getattr(_STORAGE, "export", False)
-
-
-# How an integer runtime rounds a value that lies exactly halfway between two levels.
-# FakeQuant (training) rounds ties up; LiteRT's CPU kernels (XNNPACK, its default) round
-# ties to even in CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and MEAN, up in ADD and in
-# the QUANTIZE that requantizes a CONCATENATION input, and away from zero in
-# AVERAGE_POOL_2D (which XNNPACK leaves to the builtin kernel). Measured op by op:
-# tests/test_export.py::test_integer_model_computes_what_keras_computes. At inference
-# the Keras model applies the rule of the op that produces each tensor
-# (`faq_tf.registry`), so that it computes what the integer model computes, tie for tie.
-ROUNDING_MODES = ("half_up", "half_even", "half_away")  # half_away: from the int8 zero point
-
-
-def _tie_correction(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float, rounding: str) -> tf.Tensor:
+def _tie_correction(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float, rounding: Rounding) -> tf.Tensor:
     """What to subtract from FakeQuant's half-up result to round ties by `rounding`."""
     t = x / step  # exact: step is a power of two
     floor = tf.math.floor(t)
     tie = tf.logical_and(tf.equal(t - floor, 0.5), tf.logical_and(floor >= q_min, floor + 1.0 <= q_max))
-    if rounding == "half_even":
+    if rounding is Rounding.HALF_EVEN:
         down = tf.equal(tf.math.floormod(floor, 2.0), 0.0)
     else:  # half_away: away from the int8 storage's zero, level 0 (signed) or 2^7 (unsigned)
         down = floor < (0.0 if q_min < 0 else 2.0**7)
@@ -144,10 +127,39 @@ def _tie_correction(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float, r
 MIN_EXPONENT = -24
 
 
-def _check_bits(bits: Any, maximum: int = MAX_BITS) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= maximum:
-        raise ValueError(f"bits must be an integer in [{MIN_BITS}, {maximum}], got {bits!r}")
-    return bits
+# The largest |l| of a fixed exponent: 2^l then stays a normal float32 (2^-126 is the smallest).
+MAX_ABS_EXPONENT = 126
+
+
+def check_bits(value: Any, what: str = "bits", maximum: int = MAX_BITS) -> int:
+    """Returns `value` if it is an int b in [MIN_BITS, maximum]; every bit count is checked here.
+
+    Args:
+      value: the candidate b.
+      what: the argument's name, for the message (e.g. "weight_bits").
+      maximum: the largest b allowed (`MAX_BITS`, or `MAX_CONSTANT_BITS` for constants).
+
+    Raises:
+      ValueError: naming `what` and the value, for a bool, a non-int or a b out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= maximum:
+        raise ValueError(f"{what} must be an integer in [{MIN_BITS}, {maximum}], got {value!r}")
+    return value
+
+
+def check_exponent(value: Any, what: str = "exponent") -> int:
+    """Returns `value` if it is an int l with |l| <= MAX_ABS_EXPONENT; every fixed l is checked here.
+
+    Args:
+      value: the candidate l.
+      what: the argument's name, for the message.
+
+    Raises:
+      ValueError: naming `what` and the value, for a bool, a non-int or an l out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_ABS_EXPONENT:
+        raise ValueError(f"{what} must be an integer in [-{MAX_ABS_EXPONENT}, {MAX_ABS_EXPONENT}], got {value!r}")
+    return value
 
 
 def integer_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -167,7 +179,11 @@ def integer_range(bits: int, signed: bool) -> tuple[int, int]:
 
 
 def default_clip_sigmas(bits: int) -> float:
-    """Returns the default k (clip at k standard deviations) for b-bit weights."""
+    """Returns the default k (clip at k standard deviations) for b-bit weights.
+
+    Args:
+      bits: b; below 5 bits k is `DEFAULT_CLIP_SIGMAS[bits]`, from 5 bits up 5.0.
+    """
     return DEFAULT_CLIP_SIGMAS.get(bits, _CLIP_SIGMAS_5_AND_ABOVE)
 
 
@@ -252,7 +268,7 @@ def fake_quant(
     signed: bool,
     per_channel: bool = False,
     constant: bool = False,
-    rounding: str = "half_up",
+    rounding: Rounding | str = Rounding.HALF_UP,
     weight: bool = False,
 ) -> tf.Tensor:
     """Applies Q(b, l) to `x` with ops the TFLite converter understands.
@@ -267,13 +283,13 @@ def fake_quant(
       constant: `x` is a parameter the converter must fold into another op (a BN
         multiplier, a bias): use plain arithmetic, because a FakeQuant op would stop
         the folding and leave the conv in float.
-      rounding: how exact ties round (`ROUNDING_MODES`); anything but "half_up" adds
+      rounding: how exact ties round (a `Rounding` or its value); anything but HALF_UP adds
         elementwise ops after the FakeQuant, so use it for inference only. Activations
         only (not with `per_channel` or `constant`).
       weight: `x` is a weight tensor. Per-channel ones always are; a per-tensor one
-        (Dense) below 8 bits then traces, inside `packed_sub8bit_weights`, as a b-bit
-        FakeQuant the converter stores as packed INT4, and otherwise like a b-bit
-        activation (clip, 8-bit FakeQuant).
+        (Dense) below 8 bits then traces, inside `faq_tf.tracing.packed_sub8bit_weights`,
+        as a b-bit FakeQuant the converter stores as packed INT4, and otherwise like a
+        b-bit activation (clip, 8-bit FakeQuant).
 
     Returns:
       The quantized tensor, same shape and dtype as `x`.
@@ -283,7 +299,7 @@ def fake_quant(
     if bits > MAX_BITS or constant:
         return _ste_round_clip(x, step, float(q_min), float(q_max))
     if per_channel:
-        if bits < 8 and not getattr(_STORAGE, "packed", False):
+        if bits < 8 and not packing():
             x = tf.clip_by_value(x, q_min * step, q_max * step)
             q_min, q_max = integer_range(8, signed)
             bits = 8
@@ -291,7 +307,7 @@ def fake_quant(
         lo = tf.fill([channels], q_min * step)
         hi = tf.fill([channels], q_max * step)
         return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, lo, hi, num_bits=bits, narrow_range=signed)
-    if bits < 8 and weight and getattr(_STORAGE, "packed", False):
+    if bits < 8 and weight and packing():
         # Symmetric b-bit values with scale 2^l exactly: the narrow range has 2^b - 1 levels.
         return tf.quantization.fake_quant_with_min_max_vars(
             x, q_min * step, q_max * step, num_bits=bits, narrow_range=True
@@ -312,10 +328,9 @@ def fake_quant(
     else:
         q_min, q_max = integer_range(bits, signed)
     y = tf.quantization.fake_quant_with_min_max_vars(x, q_min * step, q_max * step, num_bits=bits)
-    if rounding == "half_up":
+    rounding = _as_rounding(rounding)
+    if rounding is Rounding.HALF_UP:
         return y
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
     return y - tf.stop_gradient(_tie_correction(x, step, q_min, q_max, rounding))
 
 
@@ -335,9 +350,6 @@ class FixedPointQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.get_config() == other.get_config()
 
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
 
@@ -346,13 +358,9 @@ class FixedPointQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         return f"{type(self).__name__}({args})"
 
     def _exponent_variable(self, layer, name: str, initial: float, aggregation) -> tf.Variable:
+        init = keras.initializers.Constant(float(initial))
         return layer.add_weight(
-            f"{name}_exponent",
-            shape=(),
-            dtype=tf.float32,
-            initializer=keras.initializers.Constant(float(initial)),
-            trainable=False,
-            aggregation=aggregation,
+            f"{name}_exponent", shape=(), dtype=tf.float32, initializer=init, trainable=False, aggregation=aggregation
         )
 
 
@@ -362,7 +370,8 @@ class WeightQuantizer(FixedPointQuantizer):
 
     In training, l = ceil(log2(k * sigma(w) / (2^(b-1) - 1))) is computed from the
     current weights and stored in a non-trainable variable; inference and export
-    use the stored value (from the last training step, or from `initialize`).
+    use the stored value (from the last training step, or from
+    `faq_tf.introspect.initialize_weight_exponents`, which `quantize_model` calls).
 
     Args:
       bits: b, in [2, 16].
@@ -373,7 +382,7 @@ class WeightQuantizer(FixedPointQuantizer):
     """
 
     def __init__(self, bits: int = 8, clip_sigmas: float | None = None, per_channel: bool = True):
-        self.bits = _check_bits(bits)
+        self.bits = check_bits(bits)
         if clip_sigmas is None:
             clip_sigmas = default_clip_sigmas(bits)
         if not (isinstance(clip_sigmas, (int, float)) and 0 < clip_sigmas < 1e3):
@@ -411,20 +420,22 @@ class ActivationQuantizer(FixedPointQuantizer):
       exponent: the initial l. Calibration overwrites the stored variable; None picks
         the uncalibrated control value of section 3.2 (`control_exponent`).
       rounding: the tie rule of the integer op that produces this tensor
-        (`ROUNDING_MODES`), applied at inference; training always rounds ties up.
+        (a `Rounding` or its value), applied at inference; training always rounds ties up.
     """
 
-    def __init__(self, bits: int = 8, signed: bool = False, exponent: int | None = None, rounding: str = "half_up"):
-        self.bits = _check_bits(bits)
+    def __init__(
+        self,
+        bits: int = 8,
+        signed: bool = False,
+        exponent: int | None = None,
+        rounding: Rounding | str = Rounding.HALF_UP,
+    ):
+        self.bits = check_bits(bits)
         self.signed = bool(signed)
         if exponent is None:
             exponent = control_exponent(self.bits, self.signed)
-        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
-            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
-        self.exponent = exponent
-        if rounding not in ROUNDING_MODES:
-            raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
-        self.rounding = rounding
+        self.exponent = check_exponent(exponent)
+        self.rounding = _as_rounding(rounding)
 
     def build(self, tensor_shape, name: str, layer) -> dict[str, tf.Variable]:
         var = self._exponent_variable(layer, name, self.exponent, tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -432,11 +443,11 @@ class ActivationQuantizer(FixedPointQuantizer):
 
     def __call__(self, inputs, training, weights, **kwargs):
         exact_ties = not tf.is_tensor(training) and not training and not exporting()
-        rounding = self.rounding if exact_ties else "half_up"
+        rounding = self.rounding if exact_ties else Rounding.HALF_UP
         return fake_quant(inputs, self.bits, weights["exponent"], signed=self.signed, rounding=rounding)
 
     def get_config(self) -> dict[str, Any]:
-        return {"bits": self.bits, "signed": self.signed, "exponent": self.exponent, "rounding": self.rounding}
+        return {"bits": self.bits, "signed": self.signed, "exponent": self.exponent, "rounding": self.rounding.value}
 
 
 @register
@@ -452,10 +463,8 @@ class FixedExponentQuantizer(FixedPointQuantizer):
     """
 
     def __init__(self, bits: int = 32, exponent: int = -16, signed: bool = True, constant: bool = True):
-        self.bits = _check_bits(bits, MAX_CONSTANT_BITS)
-        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
-            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
-        self.exponent = exponent
+        self.bits = check_bits(bits, maximum=MAX_CONSTANT_BITS)
+        self.exponent = check_exponent(exponent)
         self.signed = bool(signed)
         self.constant = bool(constant)
         if bits > MAX_BITS and not self.constant:
@@ -468,12 +477,7 @@ class FixedExponentQuantizer(FixedPointQuantizer):
         return fake_quant(inputs, self.bits, float(self.exponent), self.signed, constant=self.constant)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "bits": self.bits,
-            "exponent": self.exponent,
-            "signed": self.signed,
-            "constant": self.constant,
-        }
+        return {"bits": self.bits, "exponent": self.exponent, "signed": self.signed, "constant": self.constant}
 
 
 @register
@@ -491,10 +495,8 @@ class BatchNormMultiplierQuantizer(FixedPointQuantizer):
     """
 
     def __init__(self, bits: int = 8, exponent: int = -4):
-        self.bits = _check_bits(bits)
-        if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 126:
-            raise ValueError(f"exponent must be an integer in [-126, 126], got {exponent!r}")
-        self.exponent = exponent
+        self.bits = check_bits(bits)
+        self.exponent = check_exponent(exponent)
 
     def build(self, tensor_shape, name: str, layer) -> dict[str, Any]:
         bn = getattr(layer, "layer", layer)  # the wrapper passes itself

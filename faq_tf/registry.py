@@ -4,11 +4,14 @@ Each row names a layer class, the weights to quantize (attribute and role), what
 kind of output the layer produces, and which following layers the integer runtime
 fuses that output into (so it stays float in the QAT model too):
 
-* ``computed``: a new tensor (conv, add, pooling mean, ...); quantized unless its
-  only consumer is a layer it fuses into (Conv -> BatchNorm -> ReLU, Add -> ReLU).
+* ``computed``: a new tensor (conv, add, pooling, ...); quantized unless its only
+  consumer is a layer it fuses into (Conv -> BatchNorm -> ReLU, Add -> ReLU).
+  MaxPooling2D is one too: its values stay on its input's grid, but it gets its own
+  output quantizer at its input's scale (`faq_tf.policy.share_runtime_scales` says why).
 * ``activation``: an activation layer; what it needs depends on the function
   (see `activation_kind`).
-* ``passthrough``: values stay on the input's grid (max pooling, padding, reshapes).
+* ``passthrough``: values stay on the input's grid, with no quantizer of their own
+  (global max pooling, padding, cropping, reshapes, dropout).
 
 Classes are matched exactly, as in tfmot: a subclass may change `call`.
 """
@@ -16,6 +19,7 @@ Classes are matched exactly, as in tfmot: a subclass may change `call`.
 from __future__ import annotations
 
 import dataclasses
+import enum
 
 from faq_tf.compat import keras
 from faq_tf.configs import FaqQuantizeConfig
@@ -23,10 +27,15 @@ from faq_tf.quantizers import (
     ActivationQuantizer,
     BatchNormMultiplierQuantizer,
     FixedExponentQuantizer,
+    Rounding,
     WeightQuantizer,
 )
 
 __all__ = [
+    "WeightRole",
+    "OutputKind",
+    "FuseKind",
+    "ActivationKind",
     "LayerInfo",
     "UnsupportedLayerError",
     "supports",
@@ -45,9 +54,36 @@ L = keras.layers
 BN_BITS, BN_EXPONENT = 8, -4
 BIAS_BITS, BIAS_EXPONENT = 32, -16
 
-WEIGHT, BIAS, BN_MULTIPLIER = "weight", "bias", "bn_multiplier"
-COMPUTED, ACTIVATION, PASSTHROUGH = "computed", "activation", "passthrough"
-FUSES_BN, FUSES_RELU = "batch_norm", "relu"
+
+class WeightRole(str, enum.Enum):
+    """What a quantized weight of a layer is, which decides its quantizer."""
+
+    WEIGHT = "weight"  # a kernel: the policy's weight bits, l from the weights (WeightQuantizer)
+    BIAS = "bias"  # an additive constant: BIAS_BITS, l = BIAS_EXPONENT
+    BN_MULTIPLIER = "bn_multiplier"  # a BN's gamma: the multiplier gamma / sd at BN_BITS, l = BN_EXPONENT
+
+
+class OutputKind(str, enum.Enum):
+    """What kind of output a layer produces (see the module docstring)."""
+
+    COMPUTED = "computed"
+    ACTIVATION = "activation"
+    PASSTHROUGH = "passthrough"
+
+
+class FuseKind(str, enum.Enum):
+    """A kind of sole consumer that the integer runtime fuses a layer's output into."""
+
+    BATCH_NORM = "batch_norm"
+    RELU = "relu"
+
+
+class ActivationKind(str, enum.Enum):
+    """What an activation layer's function needs (see `activation_kind`)."""
+
+    RELU = "relu"  # the policy's ReLU bits, unsigned calibrated range
+    FIXED = "fixed"  # the fixed power-of-two range TFLite's int8 kernels require
+    IDENTITY = "identity"  # a no-op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,24 +92,25 @@ class LayerInfo:
 
     Attributes:
       layer_class: the exact Keras class.
-      weights: (attribute, role) pairs; role is "weight", "bias" or "bn_multiplier".
-      output: "computed", "activation" or "passthrough".
-      fuses_into: kinds of sole consumer ("batch_norm", "relu") that absorb the output.
+      weights: (attribute, `WeightRole`) pairs.
+      output: the `OutputKind`.
+      fuses_into: the `FuseKind`s of sole consumer that absorb the output.
       per_channel_weights: emit per-channel FakeQuant ops for the kernel.
-      rounding: how the integer op computing the output rounds exact ties (see
-        `faq_tf.quantizers.ROUNDING_MODES`); the Keras model copies it at inference.
+      rounding: how the integer op computing the output rounds exact ties (a
+        `faq_tf.quantizers.Rounding`); the Keras model copies it at inference.
     """
 
     layer_class: type
-    weights: tuple[tuple[str, str], ...] = ()
-    output: str = PASSTHROUGH
-    fuses_into: tuple[str, ...] = ()
+    weights: tuple[tuple[str, WeightRole], ...] = ()
+    output: OutputKind = OutputKind.PASSTHROUGH
+    fuses_into: tuple[FuseKind, ...] = ()
     per_channel_weights: bool = False
-    rounding: str = "half_up"
+    rounding: Rounding = Rounding.HALF_UP
 
 
-def _conv(cls, kernel: str, fuses=(FUSES_BN, FUSES_RELU), per_channel: bool = True) -> LayerInfo:
-    return LayerInfo(cls, ((kernel, WEIGHT), ("bias", BIAS)), COMPUTED, fuses, per_channel, "half_even")
+def _conv(cls, kernel: str, fuses=(FuseKind.BATCH_NORM, FuseKind.RELU), per_channel: bool = True) -> LayerInfo:
+    weights = ((kernel, WeightRole.WEIGHT), ("bias", WeightRole.BIAS))
+    return LayerInfo(cls, weights, OutputKind.COMPUTED, fuses, per_channel, Rounding.HALF_EVEN)
 
 
 def _passthrough(cls) -> LayerInfo:
@@ -83,24 +120,26 @@ def _passthrough(cls) -> LayerInfo:
 _LAYER_TABLE: tuple[LayerInfo, ...] = (
     _conv(L.Conv2D, "kernel"),
     _conv(L.DepthwiseConv2D, "depthwise_kernel"),
-    _conv(L.Dense, "kernel", fuses=(FUSES_RELU,), per_channel=False),
+    _conv(L.Dense, "kernel", fuses=(FuseKind.RELU,), per_channel=False),
     LayerInfo(  # folded into the conv before it; standalone, exported as a 1x1 depthwise conv
         L.BatchNormalization,
-        (("gamma", BN_MULTIPLIER), ("beta", BIAS)),
-        COMPUTED,
-        (FUSES_RELU,),
-        rounding="half_even",
+        (("gamma", WeightRole.BN_MULTIPLIER), ("beta", WeightRole.BIAS)),
+        OutputKind.COMPUTED,
+        (FuseKind.RELU,),
+        rounding=Rounding.HALF_EVEN,
     ),
-    LayerInfo(L.ReLU, output=ACTIVATION),
-    LayerInfo(L.Activation, output=ACTIVATION),
-    LayerInfo(L.Add, output=COMPUTED, fuses_into=(FUSES_RELU,)),
-    LayerInfo(L.Concatenate, output=COMPUTED),
-    LayerInfo(L.AveragePooling2D, output=COMPUTED, rounding="half_away"),
-    LayerInfo(L.GlobalAveragePooling2D, output=COMPUTED, rounding="half_even"),
-    LayerInfo(L.Rescaling, output=COMPUTED),
-    LayerInfo(L.Normalization, output=COMPUTED),
+    LayerInfo(L.ReLU, output=OutputKind.ACTIVATION),
+    LayerInfo(L.Activation, output=OutputKind.ACTIVATION),
+    LayerInfo(L.Add, output=OutputKind.COMPUTED, fuses_into=(FuseKind.RELU,)),
+    LayerInfo(L.Concatenate, output=OutputKind.COMPUTED),
+    LayerInfo(L.AveragePooling2D, output=OutputKind.COMPUTED, rounding=Rounding.HALF_AWAY),
+    LayerInfo(L.GlobalAveragePooling2D, output=OutputKind.COMPUTED, rounding=Rounding.HALF_EVEN),
+    LayerInfo(L.Rescaling, output=OutputKind.COMPUTED),
+    LayerInfo(L.Normalization, output=OutputKind.COMPUTED),
     _passthrough(L.InputLayer),
-    LayerInfo(L.MaxPooling2D, output=COMPUTED),  # quantized at its input's scale (faq_tf.quantize)
+    LayerInfo(
+        L.MaxPooling2D, output=OutputKind.COMPUTED
+    ),  # quantized at its input's scale (policy.share_runtime_scales)
     _passthrough(L.GlobalMaxPooling2D),
     _passthrough(L.ZeroPadding2D),
     _passthrough(L.Cropping2D),
@@ -111,9 +150,8 @@ _LAYER_TABLE: tuple[LayerInfo, ...] = (
 )
 _BY_CLASS = {info.layer_class: info for info in _LAYER_TABLE}
 
-# Activation functions: "relu" outputs get the policy's ReLU bits and an unsigned
-# calibrated range; "fixed" outputs have the range TFLite's int8 kernels require
-# (a power of two, so Q(8, l) matches it exactly); "identity" is a no-op.
+# Activation functions by kind. The fixed ranges are those TFLite's int8 kernels require
+# (a power of two, so Q(8, l) matches them exactly): function -> (l, signed).
 _RELU_FUNCTIONS = {"relu", "relu6"}
 _FIXED_FUNCTIONS = {"softmax": (-8, False), "sigmoid": (-8, False), "tanh": (-7, True)}
 
@@ -132,14 +170,24 @@ def _unsupported(layer, why: str) -> UnsupportedLayerError:
 
 
 def activation_function_name(layer) -> str:
-    """Returns the serialized name of a layer's activation function."""
+    """Returns the serialized name of a layer's activation function ("relu", "softmax", ...).
+
+    Args:
+      layer: a layer with an `activation` attribute.
+    """
     fn = layer.activation
     name = keras.activations.serialize(fn)
     return name if isinstance(name, str) else getattr(fn, "__name__", str(fn))
 
 
-def activation_kind(layer) -> str:
-    """Classifies an activation layer as "relu", "fixed" or "identity".
+def activation_kind(layer) -> ActivationKind:
+    """Classifies an activation layer as RELU, FIXED or IDENTITY.
+
+    Args:
+      layer: a layer whose row has output ACTIVATION (ReLU or Activation).
+
+    Returns:
+      The layer's `ActivationKind`.
 
     Raises:
       UnsupportedLayerError: for activation functions faq_tf cannot quantize.
@@ -147,19 +195,23 @@ def activation_kind(layer) -> str:
     if type(layer) is L.ReLU:
         if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
             raise _unsupported(layer, "has a negative slope or threshold, which is not supported")
-        return "relu"
+        return ActivationKind.RELU
     name = activation_function_name(layer)
     if name in _RELU_FUNCTIONS:
-        return "relu"
+        return ActivationKind.RELU
     if name in _FIXED_FUNCTIONS:
-        return "fixed"
+        return ActivationKind.FIXED
     if name == "linear":
-        return "identity"
+        return ActivationKind.IDENTITY
     raise _unsupported(layer, f"uses activation '{name}', which is not supported")
 
 
 def supports(layer) -> bool:
-    """Returns True if faq_tf can quantize `layer`."""
+    """Returns True if faq_tf can quantize `layer` (its class and activation are in the table).
+
+    Args:
+      layer: a Keras layer.
+    """
     try:
         get_layer_info(layer)
     except UnsupportedLayerError:
@@ -170,13 +222,16 @@ def supports(layer) -> bool:
 def get_layer_info(layer) -> LayerInfo:
     """Returns the table row for `layer`.
 
+    Args:
+      layer: a Keras layer; its exact class is looked up.
+
     Raises:
       UnsupportedLayerError: naming the layer, its class and what to do.
     """
     info = _BY_CLASS.get(type(layer))
     if info is None:
         raise _unsupported(layer, "is not supported by faq_tf")
-    if info.output == ACTIVATION:
+    if info.output is OutputKind.ACTIVATION:
         activation_kind(layer)
     return info
 
@@ -188,7 +243,7 @@ def get_quantize_config(
     signed: bool = False,
     exponent: int | None = None,
     clip_sigmas: float | None = None,
-    rounding: str = "half_up",
+    rounding: Rounding | str = Rounding.HALF_UP,
 ) -> FaqQuantizeConfig | None:
     """Builds the QuantizeConfig for one layer.
 
@@ -207,15 +262,15 @@ def get_quantize_config(
     info = get_layer_info(layer)
     weights = {}
     for attr, role in info.weights:
-        if role == WEIGHT and weight_bits is not None:
+        if role is WeightRole.WEIGHT and weight_bits is not None:
             weights[attr] = WeightQuantizer(weight_bits, clip_sigmas, info.per_channel_weights)
-        elif role == BIAS and weight_bits is not None:
+        elif role is WeightRole.BIAS and weight_bits is not None:
             weights[attr] = FixedExponentQuantizer(BIAS_BITS, BIAS_EXPONENT, signed=True)
-        elif role == BN_MULTIPLIER and weight_bits is not None:
+        elif role is WeightRole.BN_MULTIPLIER and weight_bits is not None:
             weights[attr] = BatchNormMultiplierQuantizer(BN_BITS, BN_EXPONENT)
     output = None
     if activation_bits is not None:
-        if info.output == ACTIVATION and activation_kind(layer) == "fixed":
+        if info.output is OutputKind.ACTIVATION and activation_kind(layer) is ActivationKind.FIXED:
             fixed_exponent, fixed_signed = _FIXED_FUNCTIONS[activation_function_name(layer)]
             output = FixedExponentQuantizer(8, fixed_exponent, fixed_signed, constant=False)
         else:

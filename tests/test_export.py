@@ -14,7 +14,7 @@ from export_tflite.evaluate import main as evaluate_main
 from export_tflite.verify import is_pow2_times_int8, is_power_of_two
 from export_tflite.verify import main as verify_main
 from faq_tf.compat import keras, tf
-from faq_tf.quantizers import export_trace
+from faq_tf.tracing import export_trace
 
 L = keras.layers
 

@@ -7,9 +7,9 @@ import pytest
 
 import faq_tf
 from conftest import residual_model
-from faq_tf import graph, introspect
+from faq_tf import graph, introspect, policy, registry
 from faq_tf.compat import keras, tf, tfmot
-from faq_tf.quantizers import WeightQuantizer, weight_exponent
+from faq_tf.quantizers import Rounding, WeightQuantizer, weight_exponent
 
 L = keras.layers
 
@@ -42,6 +42,29 @@ def test_w4a4_policy_on_residual_model(model, images):
     # fused outputs are not quantized: conv -> BN -> ReLU, add -> ReLU
     for fused in ("stem_conv", "stem_bn", "res_conv", "res_add", "dw", "head_conv"):
         assert (fused, "output") not in bits
+
+
+def test_plans_and_table_rows_hold_enum_members(model):
+    plans = policy.plan_model(graph.canonicalize(model), policy.parse_precision("w4a4"))
+    assert all(isinstance(p.role, policy.Role) and isinstance(p.rounding, Rounding) for p in plans.values())
+    assert plans["image"].role is policy.Role.INPUT and plans["image"].role == "input"  # str members
+    assert plans["stem_conv"].role is policy.Role.FUSED and plans["stem_bn"].role is policy.Role.FUSED
+    assert plans["stem_relu"].role is policy.Role.RELU
+    assert plans["stem_relu"].rounding is Rounding.HALF_EVEN  # conv -> BN -> ReLU: the conv's rule
+    assert plans["head_conv_relu"].role is policy.Role.CLASSIFIER_INPUT
+    assert plans["logits"].role is policy.Role.LOGITS and plans["logits"].activation_bits is None
+    assert plans["pool"].role is policy.Role.OTHER
+    assert plans["res_bn"].role is policy.Role.OTHER
+    conv = registry.get_layer_info(model.get_layer("res_conv"))
+    assert conv.output is registry.OutputKind.COMPUTED and conv.rounding is Rounding.HALF_EVEN
+    assert conv.weights == (("kernel", registry.WeightRole.WEIGHT), ("bias", registry.WeightRole.BIAS))
+    assert conv.fuses_into == (registry.FuseKind.BATCH_NORM, registry.FuseKind.RELU)
+    assert registry.activation_kind(model.get_layer("res_relu")) is registry.ActivationKind.RELU
+    # The config built from the enum members is the one built from their string values.
+    by_member = registry.get_quantize_config(model.get_layer("res_conv"), 4, 8, True, -3, None, Rounding.HALF_EVEN)
+    by_text = registry.get_quantize_config(model.get_layer("res_conv"), 4, 8, True, -3, None, "half_even")
+    assert by_member == by_text and by_member.get_config() == by_text.get_config()
+    assert by_member.get_config()["output_quantizer"]["config"]["rounding"] == "half_even"
 
 
 def test_w8a8_quantizes_everything_at_8_bits(model, images):

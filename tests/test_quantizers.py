@@ -1,70 +1,112 @@
 """Q(b, l) maths against hand-derived tables, STE gradients, weight l, and configs."""
 
+import json
+import re
+
 import numpy as np
 import pytest
 
+from faq_tf import policy, tracing
 from faq_tf import quantizers as Q
 from faq_tf.compat import keras, tf
 from faq_tf.configs import FaqQuantizeConfig
 
-# Each row: bits, l, signed, x, expected Q(x). round(v) = floor(v + 1/2).
+# Which ops a row's expected value is for. The two differ only below a signed range:
+# weights and constants keep the paper's symmetric range and clip at -(2^(b-1) - 1); a signed
+# activation is clamped where the int8 runtime clamps it, at -2^(b-1) of its 8-bit storage
+# (below 8 bits it is clipped to the symmetric b-bit range first, so only 8 bits and more differ).
+ACTIVATION = "activation"  # fake_quant(x, ...) per tensor, as the activation quantizers call it
+WEIGHT = "weight"  # fake_quant(x, ..., per_channel=True) and (..., constant=True): kernels, BN, biases
+BOTH = (ACTIVATION, WEIGHT)
+
+# Each row: bits, l, signed, x, expected Q(x), the paths it is for. Every expected value is
+# derived by hand: v = x * 2^-l, round(v) = floor(v + 1/2), clipped to the levels, times 2^l.
 QUANT_TABLE = [
     # 4-bit unsigned, step 0.25, levels 0..15 (max 3.75)
-    (4, -2, False, 0.1, 0.0),  # 0.4 steps -> 0
-    (4, -2, False, 0.125, 0.25),  # 0.5 steps: tie goes up -> 1
-    (4, -2, False, 0.375, 0.5),  # 1.5 -> 2
-    (4, -2, False, 3.7, 3.75),  # 14.8 -> 15
-    (4, -2, False, 5.0, 3.75),  # 20 -> clipped at 2^4 - 1 = 15
-    (4, -2, False, -1.0, 0.0),  # negative -> clipped at 0
+    (4, -2, False, 0.1, 0.0, BOTH),  # v = 0.4 -> 0
+    (4, -2, False, 0.125, 0.25, BOTH),  # v = 0.5: the tie goes up -> 1
+    (4, -2, False, 0.375, 0.5, BOTH),  # v = 1.5 -> 2
+    (4, -2, False, 3.7, 3.75, BOTH),  # v = 14.8 -> 15
+    (4, -2, False, 5.0, 3.75, BOTH),  # v = 20 -> clipped at 2^4 - 1 = 15
+    (4, -2, False, -1.0, 0.0, BOTH),  # v = -4 -> clipped at 0
     # 4-bit signed, step 0.25, levels -7..7 (+-1.75)
-    (4, -2, True, -0.125, 0.0),  # -0.5 -> floor(0.0) = 0 (tie goes up)
-    (4, -2, True, -0.375, -0.25),  # -1.5 -> floor(-1.0) = -1
-    (4, -2, True, 0.375, 0.5),  # 1.5 -> 2
-    (4, -2, True, 1.8, 1.75),  # 7.2 -> 7
-    (4, -2, True, -3.0, -1.75),  # -12 -> clipped at -(2^3 - 1) = -7
+    (4, -2, True, -0.125, 0.0, BOTH),  # v = -0.5 -> floor(0.0) = 0 (the tie goes up)
+    (4, -2, True, -0.375, -0.25, BOTH),  # v = -1.5 -> floor(-1.0) = -1
+    (4, -2, True, 0.375, 0.5, BOTH),  # v = 1.5 -> 2
+    (4, -2, True, 1.8, 1.75, BOTH),  # v = 7.2 -> 7
+    (4, -2, True, -3.0, -1.75, BOTH),  # v = -12 -> clipped at -(2^3 - 1) = -7 (a 4-bit activation too)
     # 8-bit unsigned, step 1/16, levels 0..255 (max 15.9375)
-    (8, -4, False, 0.03125, 0.0625),  # 0.5 -> 1
-    (8, -4, False, 15.96875, 15.9375),  # 255.5 -> 256 -> clipped at 255
-    (8, -4, False, 100.0, 15.9375),
-    # 8-bit signed, step 1/16, levels -127..127
-    (8, -4, True, -0.03125, 0.0),  # -0.5 -> 0
-    (8, -4, True, -7.96875, -7.9375),  # -127.5 -> floor(-127.0) = -127
-    (8, -4, True, -10.0, -7.9375),  # weights: clipped at -127 (activations: see ACTIVATION_RANGE)
-    (8, -4, True, 7.9, 7.875),  # 126.4 -> 126
+    (8, -4, False, 0.03125, 0.0625, BOTH),  # v = 0.5 -> 1
+    (8, -4, False, 15.96875, 15.9375, BOTH),  # v = 255.5 -> 256 -> clipped at 255
+    (8, -4, False, 100.0, 15.9375, BOTH),  # v = 1600 -> clipped at 255
+    # 8-bit signed, step 1/16: levels -127..127 for weights, -128..127 for activations
+    (8, -4, True, -0.03125, 0.0, BOTH),  # v = -0.5 -> floor(0.0) = 0
+    (8, -4, True, -7.96875, -7.9375, BOTH),  # v = -127.5 -> floor(-127.0) = -127, inside both ranges
+    (8, -4, True, -10.0, -7.9375, (WEIGHT,)),  # v = -160 -> clipped at -(2^7 - 1) = -127: -127/16
+    (8, -4, True, -10.0, -8.0, (ACTIVATION,)),  # v = -160 -> clamped at -2^7 = -128: -128/16
+    (8, -4, True, 7.9, 7.875, BOTH),  # v = 126.4 -> 126
     # 2-bit signed, step 1: levels -1, 0, 1
-    (2, 0, True, 0.6, 1.0),
-    (2, 0, True, -0.6, -1.0),
-    (2, 0, True, 3.0, 1.0),
-    # 32-bit signed constant (bias), step 2^-16
-    (32, -16, True, 2.0**-17, 2.0**-16),  # 0.5 steps -> 1
-    (32, -16, True, 0.3, np.floor(0.3 * 65536 + 0.5) / 65536),
+    (2, 0, True, 0.6, 1.0, BOTH),  # v = 0.6 -> floor(1.1) = 1
+    (2, 0, True, -0.6, -1.0, BOTH),  # v = -0.6 -> floor(-0.1) = -1
+    (2, 0, True, 3.0, 1.0, BOTH),  # v = 3 -> clipped at 2^1 - 1 = 1
+    # 32-bit signed constant (bias), step 2^-16: above 16 bits every path is the constant one
+    (32, -16, True, 2.0**-17, 2.0**-16, BOTH),  # v = 0.5 -> 1
+    (32, -16, True, 0.3, 19661 / 65536, BOTH),  # v = 19660.8 -> 19661
 ]
 
 
-# Signed activations clamp where the int8 runtime clamps them, at -2^(b-1) (8-bit storage):
-# weights and constants keep the paper's symmetric range.
-ACTIVATION_RANGE = {(8, -4, True, -10.0): -8.0}
+def _rows(path, max_bits=Q.MAX_CONSTANT_BITS):
+    """The table's rows for `path` (bits, l, signed, x, expected), up to `max_bits`."""
+    return [
+        pytest.param(*row[:5], id=f"b{row[0]}_l{row[1]}_{'s' if row[2] else 'u'}_x{row[3]}")
+        for row in QUANT_TABLE
+        if path in row[5] and row[0] <= max_bits
+    ]
 
 
-@pytest.mark.parametrize("bits,l,signed,x,expected", QUANT_TABLE)
+@pytest.mark.parametrize("bits,l,signed,x,expected", _rows(ACTIVATION))
 def test_fake_quant_table(bits, l, signed, x, expected):
     got = Q.fake_quant(tf.constant([x], tf.float32), bits, float(l), signed).numpy()[0]
-    assert got == pytest.approx(ACTIVATION_RANGE.get((bits, l, signed, x), expected), abs=1e-7)
+    assert got == pytest.approx(expected, abs=1e-7)
 
 
-@pytest.mark.parametrize("rounding", Q.ROUNDING_MODES)
+@pytest.mark.parametrize("rounding", list(Q.Rounding) + [r.value for r in Q.Rounding], ids=str)
 def test_rounding_modes_round_ties_as_the_runtime_does(rounding):
     steps = np.array([2.5, 3.5, -2.5, -3.5, 2.4, -2.6, 126.5, 127.5, -127.5, -128.5], np.float32)
     expected = {
-        "half_up": [3, 4, -2, -3, 2, -3, 127, 127, -127, -128],
-        "half_even": [2, 4, -2, -4, 2, -3, 126, 127, -128, -128],
-        "half_away": [3, 4, -3, -4, 2, -3, 127, 127, -128, -128],
-    }[rounding]
+        Q.Rounding.HALF_UP: [3, 4, -2, -3, 2, -3, 127, 127, -127, -128],
+        Q.Rounding.HALF_EVEN: [2, 4, -2, -4, 2, -3, 126, 127, -128, -128],
+        Q.Rounding.HALF_AWAY: [3, 4, -3, -4, 2, -3, 127, 127, -128, -128],
+    }[Q.Rounding(rounding)]
     x = tf.constant(steps * 2.0**-3)
     y = Q.fake_quant(x, 8, -3.0, True, rounding=rounding).numpy() * 8
     np.testing.assert_array_equal(y, expected)
     with pytest.raises(ValueError, match="rounding"):
         Q.ActivationQuantizer(8, rounding="nearest")
+
+
+@pytest.mark.parametrize("bad", ["nearest", "HALF_EVEN", None, 1, ["half_up"]])
+def test_unknown_rounding_names_the_choices_and_the_value(bad):
+    message = rf"^rounding must be one of \('half_up', 'half_even', 'half_away'\), got {re.escape(repr(bad))}$"
+    with pytest.raises(ValueError, match=message):
+        Q.ActivationQuantizer(8, rounding=bad)
+    with pytest.raises(ValueError, match=message):
+        Q.fake_quant(tf.constant([0.5]), 8, 0.0, False, rounding=bad)
+
+
+@pytest.mark.parametrize("rounding", list(Q.Rounding), ids=str)
+def test_rounding_member_and_its_string_build_the_same_quantizer(rounding):
+    member = Q.ActivationQuantizer(8, signed=True, exponent=-3, rounding=rounding)
+    text = Q.ActivationQuantizer(8, signed=True, exponent=-3, rounding=rounding.value)
+    assert member == text and hash(member) == hash(text) and repr(member) == repr(text)
+    config = member.get_config()
+    assert config["rounding"] == rounding.value and type(config["rounding"]) is str  # plain JSON text
+    assert member.rounding is rounding and text.rounding is rounding
+    assert repr(member).endswith(f"rounding='{rounding.value}')")  # not Rounding.HALF_...
+    assert Q.ActivationQuantizer.from_config(config) == member
+    serialized = keras.utils.serialize_keras_object(member)
+    assert f'"rounding": "{rounding.value}"' in json.dumps(serialized)
+    assert keras.utils.deserialize_keras_object(serialized) == member
 
 
 def test_activation_rounding_applies_at_inference_only():
@@ -74,12 +116,33 @@ def test_activation_rounding_applies_at_inference_only():
     x = tf.constant([0.5, 1.5, 2.5])
     np.testing.assert_array_equal(q(x, True, weights).numpy(), [1, 2, 3])  # training: FakeQuant, ties up
     np.testing.assert_array_equal(q(x, False, weights).numpy(), [0, 2, 2])  # inference: the runtime's rule
-    with Q.export_trace():  # what the converter sees: FakeQuant alone
+    with tracing.export_trace():  # what the converter sees: FakeQuant alone
         np.testing.assert_array_equal(q(x, False, weights).numpy(), [1, 2, 3])
     assert Q.ActivationQuantizer.from_config(q.get_config()) == q
 
 
-@pytest.mark.parametrize("bits,l,signed,x,expected", [r for r in QUANT_TABLE if r[0] <= 16])
+def test_trace_flags_nest_and_restore():
+    assert not tracing.exporting() and not tracing.packing()
+    with tracing.packed_sub8bit_weights(), tracing.export_trace():
+        assert tracing.exporting() and tracing.packing()
+        with tracing.packed_sub8bit_weights(False):
+            assert not tracing.packing() and tracing.exporting()
+        assert tracing.packing()
+    assert not tracing.exporting() and not tracing.packing()
+
+
+def test_packed_sub8bit_weights_trace_the_same_values():
+    # Packed (b-bit FakeQuant) and int8 storage (clip + 8-bit FakeQuant) hold the same numbers.
+    x = tf.constant([[-3.0, -0.375, -0.125, 0.1, 0.375, 1.8, 3.0]])
+    for per_channel in (True, False):
+        stored = Q.fake_quant(x, 4, -2.0, True, per_channel=per_channel, weight=True).numpy()
+        with tracing.packed_sub8bit_weights():
+            packed = Q.fake_quant(x, 4, -2.0, True, per_channel=per_channel, weight=True).numpy()
+        np.testing.assert_array_equal(packed, stored)
+        np.testing.assert_array_equal(stored, [[-1.75, -0.25, 0.0, 0.0, 0.5, 1.75, 1.75]])
+
+
+@pytest.mark.parametrize("bits,l,signed,x,expected", _rows(WEIGHT, max_bits=Q.MAX_BITS))
 def test_per_channel_and_constant_paths_agree(bits, l, signed, x, expected):
     x = tf.constant([[x, x]], tf.float32)
     per_channel = Q.fake_quant(x, bits, float(l), signed, per_channel=True).numpy()
@@ -171,19 +234,22 @@ def test_default_clip_sigmas():
     assert Q.WeightQuantizer(8).clip_sigmas == 5.0
 
 
-def _bn(x):
+def _bn(gamma, variance):
+    """A built BatchNormalization with the given gamma and moving variance (mean 0, beta 0, eps 0)."""
+    channels = len(gamma)
     bn = keras.layers.BatchNormalization(epsilon=0.0)
-    bn.build((None, 2))
-    bn.set_weights([np.array([1.0, -0.5]), np.zeros(2), np.zeros(2), np.array([0.09, 4.0])])
+    bn.build((None, channels))
+    bn.set_weights([np.array(gamma), np.zeros(channels), np.zeros(channels), np.array(variance)])
     return bn
 
 
 def test_batch_norm_multiplier_on_grid():
-    bn = _bn(None)
+    gamma, variance = [1.0, -0.5], [0.09, 4.0]
+    bn = _bn(gamma, variance)
     q = Q.BatchNormMultiplierQuantizer()
     vars_ = q.build(bn.gamma.shape, "gamma", bn)
     gamma_q = q(bn.gamma, True, vars_).numpy()
-    multiplier = gamma_q / np.sqrt([0.09, 4.0])
+    multiplier = gamma_q / np.sqrt(variance)
     # gamma/sd = 3.333 -> 53.33/16 -> 53/16; -0.25 -> -4/16
     np.testing.assert_allclose(multiplier, [53 / 16, -4 / 16], rtol=1e-6)
 
@@ -228,6 +294,66 @@ def test_bad_bits_are_rejected_with_the_value(bits):
         Q.ActivationQuantizer(bits)
     with pytest.raises(ValueError, match="bits"):
         Q.WeightQuantizer(bits)
+
+
+@pytest.mark.parametrize("bits", [2, 8, 16])
+def test_check_bits_returns_valid_bits(bits):
+    assert Q.check_bits(bits) == bits
+    assert Q.check_bits(bits, "weight_bits") == bits
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,message",
+    [
+        ((17,), {}, r"^bits must be an integer in \[2, 16\], got 17$"),
+        ((17, "weight_bits"), {}, r"^weight_bits must be an integer in \[2, 16\], got 17$"),
+        ((1,), {"what": "activation_bits"}, r"^activation_bits must be an integer in \[2, 16\], got 1$"),
+        ((33,), {"maximum": 32}, r"^bits must be an integer in \[2, 32\], got 33$"),
+        ((True,), {}, r"^bits must be an integer in \[2, 16\], got True$"),
+        ((8.0,), {}, r"^bits must be an integer in \[2, 16\], got 8\.0$"),
+        (("8",), {}, r"^bits must be an integer in \[2, 16\], got '8'$"),
+    ],
+)
+def test_check_bits_names_the_argument_and_the_value(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Q.check_bits(*args, **kwargs)
+
+
+def test_bit_checks_everywhere_use_one_wording():
+    assert Q.check_bits(32, maximum=Q.MAX_CONSTANT_BITS) == 32
+    assert Q.FixedExponentQuantizer(32).bits == 32
+    with pytest.raises(ValueError, match=r"^bits must be an integer in \[2, 32\], got 33$"):
+        Q.FixedExponentQuantizer(33)
+    with pytest.raises(ValueError, match=r"^weight_bits must be an integer in \[2, 16\], got 17$"):
+        policy.Precision(17, 8)
+    with pytest.raises(ValueError, match=r"^classifier_input_bits must be an integer in \[2, 16\], got 1$"):
+        policy.Precision(4, 4, classifier_input_bits=1)
+    with pytest.raises(ValueError, match=r"^activation_bits must be an integer in \[2, 16\], got 20$"):
+        policy.parse_override("a20")
+
+
+@pytest.mark.parametrize("exponent", [-126, -8, 0, 126])
+def test_check_exponent_returns_valid_exponents(exponent):
+    assert Q.check_exponent(exponent) == exponent
+    assert Q.ActivationQuantizer(8, exponent=exponent).exponent == exponent
+
+
+@pytest.mark.parametrize("exponent", [127, -127, 1.5, -4.0, True, "3", None])
+def test_check_exponent_names_the_value(exponent):
+    message = rf"^exponent must be an integer in \[-126, 126\], got {re.escape(repr(exponent))}$"
+    with pytest.raises(ValueError, match=message):
+        Q.check_exponent(exponent)
+    makers = [
+        lambda: Q.FixedExponentQuantizer(8, exponent, constant=False),
+        lambda: Q.BatchNormMultiplierQuantizer(8, exponent),
+    ]
+    if exponent is not None:  # None asks ActivationQuantizer for the control value
+        makers.append(lambda: Q.ActivationQuantizer(8, exponent=exponent))
+    for make in makers:
+        with pytest.raises(ValueError, match=message):
+            make()
+    with pytest.raises(ValueError, match=r"^l must be an integer in \[-126, 126\], got 127$"):
+        Q.check_exponent(127, "l")
 
 
 def test_bad_arguments():

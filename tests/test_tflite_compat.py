@@ -13,7 +13,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 import faq_tf
 from faq_tf import introspect
 from faq_tf.compat import tf
-from faq_tf.quantizers import export_trace
+from faq_tf.tracing import export_trace
 
 
 def _convert(qat):

@@ -56,7 +56,7 @@ def kernels(model: keras.Model | str | os.PathLike) -> dict[str, np.ndarray]:
     layer's name, so a QAT model and its fp32 starting point line up.
     """
     if not isinstance(model, keras.Model):
-        from faq_tf.quantize import load_model
+        from faq_tf.saving import load_model
 
         model = load_model(model)
     out = {}

@@ -108,7 +108,7 @@ def build_model(
         raise FileNotFoundError(f"--pretrained={pretrained}: no such file or directory")
     try:
         if os.path.isdir(pretrained):
-            from faq_tf.quantize import load_model
+            from faq_tf.saving import load_model
 
             source = load_model(pretrained)
             model.set_weights(source.get_weights())

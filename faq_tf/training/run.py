@@ -31,7 +31,8 @@ from faq_tf.compat import keras, tf
 from faq_tf.data.datasets import ImageSource, get_source, make_input
 from faq_tf.models import build_model
 from faq_tf.outputs import float_outputs, quantize_float_outputs
-from faq_tf.quantize import quantize_model, save_model
+from faq_tf.quantize import quantize_model
+from faq_tf.saving import save_model
 from faq_tf.training.checkpoints import RunState
 from faq_tf.training.config import TrainConfig
 from faq_tf.training.errors import NonFiniteLossError, check_writable, saving, worker_guard
