@@ -7,7 +7,8 @@
 """
 
 from export_tflite.converter import ExportError, convert, quantize_float_outputs
-from export_tflite.flatbuffer import TfliteFormatError, compact, read_model
+from export_tflite.reader import TfliteFormatError, read_model
+from export_tflite.rewriter import compact
 from export_tflite.verify import Report, verify
 from faq_tf import compat  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 

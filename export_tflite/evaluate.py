@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with open(args.tflite, "rb") as f:
             content = f.read()
-        from export_tflite.flatbuffer import read_model
+        from export_tflite.reader import read_model
 
         read_model(content)  # a clear error for damaged files before the interpreter sees them
         runner = TfliteRunner(content, runtime=args.runtime)

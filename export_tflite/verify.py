@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from export_tflite.flatbuffer import ModelInfo, TfliteFormatError, nearest_short_mantissa, read_model
+from export_tflite.reader import ModelInfo, TfliteFormatError, nearest_short_mantissa, read_model
 
 __all__ = ["Report", "verify", "is_power_of_two", "is_pow2_times_int8"]
 
@@ -48,7 +48,7 @@ def is_pow2_times_int8(scale: float, rel_tol: float = 0.0) -> bool:
     """True if `scale` = 2^k * m with an integer 1 <= |m| <= 127 (BN folded per channel).
 
     Exact by default: `export_tflite.convert` repairs the converter's one-ulp folding
-    error (`export_tflite.flatbuffer.snap_scales`), and the runtime's requantization
+    error (`export_tflite.rewriter.snap_scales`), and the runtime's requantization
     depends on the exact value.
     """
     return nearest_short_mantissa(scale, 7, rel_tol) is not None  # |m| has at most 7 bits

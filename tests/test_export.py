@@ -225,7 +225,7 @@ def test_power_of_two_helpers():
 
 
 def test_snap_scales_repairs_folded_scales_in_place(exported):
-    from export_tflite.flatbuffer import snap_scales
+    from export_tflite.rewriter import snap_scales
 
     _, content = exported["w8a8"]
     assert snap_scales(content) == (content, 0)  # convert() already did
@@ -257,7 +257,7 @@ def _vector_starts(content: bytes, field: str) -> list[int]:
 
 def test_compact_shares_vectors_and_computes_the_same(data):
     """On the stock converter's own int8 output (an independent writer): same ops, data and answers."""
-    from export_tflite.flatbuffer import compact
+    from export_tflite.rewriter import compact
 
     keras.utils.set_random_seed(5)
     converter = tf.lite.TFLiteConverter.from_keras_model(residual_model())
@@ -300,7 +300,7 @@ def test_compact_shares_vectors_and_computes_the_same(data):
 
 
 def test_short_tensor_names_name_the_keras_layers(exported):
-    from export_tflite.flatbuffer import compact
+    from export_tflite.rewriter import compact
 
     qat, content = exported["w8a8"]
     info = read_model(content)
@@ -330,7 +330,7 @@ def test_compact_leaves_models_with_external_buffers_alone(exported):
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from export_tflite.flatbuffer import compact
+    from export_tflite.rewriter import compact
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(exported["w8a8"][1]), 0)
     model.buffers[1].offset, model.buffers[1].size = 1 << 20, 16
@@ -384,7 +384,7 @@ def test_cli_round_trip(tmp_path, exported, data, capsys):
 
 def _bias_tensor(content: bytes, layer: str) -> np.ndarray:
     """The dequantized int32 bias of the conv/dense op with the weights of `layer`."""
-    from export_tflite.flatbuffer import read_model
+    from export_tflite.reader import read_model
 
     info = read_model(content)
     for op in info.ops:
