@@ -1,7 +1,9 @@
 """export_tflite: integer conversion that agrees with Keras, the verifier, the evaluator."""
 
 import json
+import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -124,9 +126,18 @@ def test_exported_model_is_integer_with_power_of_two_scales(exported, data, prec
     _, content = exported[precision]
     report = verify(content, edgetpu=True, sample_data=data[:8])
     assert report.ok, report.violations
-    inp = [t for t in report.tensors if t["index"] == 0 or not t["constant"]]
     assert all(t["dtype"] in ("INT8", "INT32") for t in report.tensors)
-    assert any(t["scale_ok"] for t in inp)
+    # Every activation, the graph's input and output included, is int8 with a power-of-two scale.
+    activations = [t for t in report.tensors if not t["constant"]]
+    io = {*read_model(content).inputs, *read_model(content).outputs}
+    assert io <= {t["index"] for t in activations}
+    for t in activations:
+        assert t["dtype"] == "INT8" and t["scale_ok"] is True and is_power_of_two(t["scale"]), t
+    # Int8 weights: checked too (per-channel ones may carry a folded BN constant). Int32 constants
+    # (biases, MEAN's axes) have no int8 scale and are not checked.
+    weights = [t for t in report.tensors if t["constant"] and t["dtype"] == "INT8"]
+    assert weights and all(t["scale_ok"] is True for t in weights), weights
+    assert all(t["scale_ok"] is None for t in report.tensors if t["dtype"] == "INT32")
     if precision == "w4a4":
         assert report.level_counts and max(report.level_counts.values()) <= 16
 
@@ -206,14 +217,39 @@ def _tflite_from_keras(model, quantize=False, data=None):
     return converter.convert()
 
 
+_FLOAT_VIOLATION = re.compile(r"float tensor '(.*)' \((\w+)\) at op (\d+) (\w+)$")
+_SCALE_VIOLATION = re.compile(r"tensor '(.*)' scale \[.*\] is not a power of two$")
+
+
+def _float_violations(report) -> list[tuple[str, str, int, str]]:
+    """(tensor, dtype, op index, op) of each "float tensor" violation."""
+    found = [_FLOAT_VIOLATION.match(v) for v in report.violations]
+    return [(m[1], m[2], int(m[3]), m[4]) for m in found if m]
+
+
 def test_verifier_flags_float_hybrid_and_non_power_of_two(data):
-    model = residual_model()
-    float_report = verify(_tflite_from_keras(model))
-    assert any("float tensor" in v for v in float_report.violations)
-    hybrid = verify(_tflite_from_keras(model, quantize=True))  # dynamic-range: int8 weights, float math
-    assert any("float tensor" in v for v in hybrid.violations)
-    ptq = verify(_tflite_from_keras(model, quantize=True, data=data))  # PTQ picks arbitrary scales
-    assert any("is not a power of two" in v for v in ptq.violations)
+    # 64 classes: the Dense kernel has 1024 weights, the smallest the converter's
+    # dynamic-range quantization stores as int8 (smaller ones stay float).
+    model = residual_model(classes=64)
+    for name, content in [("float", _tflite_from_keras(model)), ("hybrid", _tflite_from_keras(model, quantize=True))]:
+        info, report = read_model(content), verify(content)
+        flagged = {(tensor, op) for tensor, _, op, _ in _float_violations(report)}
+        # Float math: every op is flagged, once for each of its float tensors and for nothing else.
+        expected = {
+            (info.tensors[i].name, op.index)
+            for op in info.ops
+            for i in op.inputs + op.outputs
+            if i >= 0 and info.tensors[i].dtype == "FLOAT32"
+        }
+        assert flagged == expected and {op for _, op in flagged} == {op.index for op in info.ops}, name
+    int8_weights = {t.name for t in info.tensors if t.is_constant and t.dtype == "INT8"}
+    assert int8_weights and not int8_weights & {tensor for tensor, _ in flagged}  # hybrid: int8 weights, float math
+    ptq = _tflite_from_keras(model, quantize=True, data=data)  # int8 math, but PTQ picks arbitrary scales
+    info, report = read_model(ptq), verify(ptq)
+    assert not _float_violations(report), report.violations  # the float input/output only meet (DE)QUANTIZE
+    activations = {t.name for t in info.tensors if not t.is_constant and t.dtype == "INT8"}
+    flagged = {m[1] for m in map(_SCALE_VIOLATION.match, report.violations) if m}
+    assert activations and flagged == activations, report.violations
 
 
 def test_power_of_two_helpers():
@@ -359,15 +395,37 @@ def test_evaluator_rejects_wrong_inputs(exported):
         runner(np.full((1, 16, 16, 3), "a"))
 
 
-def test_time_invoke_times_each_model_side_by_side(exported):
-    from export_tflite.evaluate import time_invoke
+def test_time_invoke_times_each_model_side_by_side(exported, monkeypatch):
+    """Every model is invoked once to warm up and rounds * runs times for its median; no speed bound."""
+    from export_tflite import evaluate
 
     files = {name: content for name, (_, content) in exported.items()}
-    for runtime in ("xnnpack", "builtin"):
-        times = time_invoke(files, runtime, rounds=3, runs=2)
-        assert set(times) == set(files) and all(0 < t < 1 for t in times.values()), times
+    names = {content: name for name, content in files.items()}
+    calls: dict[str, int] = {}  # invocations per model name
+    runtimes = set()
+
+    class CountingRunner(evaluate.TfliteRunner):
+        def __init__(self, content: bytes, **kwargs):
+            super().__init__(content, **kwargs)
+            runtimes.add(self.runtime)
+            invoke = self.interpreter.invoke
+
+            def counted():
+                calls[names[content]] = calls.get(names[content], 0) + 1
+                return invoke()
+
+            self.interpreter.invoke = counted  # time_invoke looks invoke up on the instance
+
+    monkeypatch.setattr(evaluate, "TfliteRunner", CountingRunner)
+    for runtime, rounds, runs in (("xnnpack", 3, 2), ("builtin", 2, 5)):
+        calls.clear()
+        times = evaluate.time_invoke(files, runtime, rounds=rounds, runs=runs)
+        assert set(times) == set(files) and runtimes == {runtime}, (times, runtimes)
+        assert all(isinstance(t, float) and 0 < t < math.inf for t in times.values()), times
+        assert calls == {name: 1 + rounds * runs for name in files}, calls
+        runtimes.clear()
     with pytest.raises(ValueError, match="runtime"):
-        time_invoke(files, "gpu", rounds=1, runs=1)
+        evaluate.time_invoke(files, "gpu", rounds=1, runs=1)
 
 
 def test_cli_round_trip(tmp_path, exported, data, capsys):
