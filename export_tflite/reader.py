@@ -141,6 +141,19 @@ def read_model(content: bytes) -> ModelInfo:
       TfliteFormatError: for truncated, empty or non-tflite bytes.
     """
     model = unpack(content)
+    try:
+        info = _records(model)
+    except (IndexError, TypeError, ValueError, AttributeError) as e:  # fields that parse but do not fit together
+        raise TfliteFormatError(f"damaged .tflite file: {type(e).__name__}: {e}") from e
+    n = len(info.tensors)
+    used = [i for op in info.ops for i in op.inputs + op.outputs] + info.inputs + info.outputs
+    if any(i >= n for i in used):
+        raise TfliteFormatError(f"damaged .tflite file: a tensor index is out of range (the graph has {n} tensors)")
+    return info
+
+
+def _records(model: schema.ModelT) -> ModelInfo:
+    """The main subgraph of an unpacked model as `ModelInfo`."""
     graph = model.subgraphs[0]
     codes = model.operatorCodes
     buffers = model.buffers or []
