@@ -440,6 +440,32 @@ def test_cli_round_trip(tmp_path, exported, data, capsys):
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
+def test_cli_no_check_writes_a_model_that_is_not_integer(tmp_path, data, capsys):
+    """Refused with one line and exit code 2; with --no_check written, and the verifier lists why (exit code 1)."""
+    from export_tflite.__main__ import main as export_main
+
+    i = keras.Input((16, 16, 3))
+    x = L.Activation("softsign", name="odd")(L.Conv2D(4, 3, name="conv")(i))  # ABS, ADD, DIV: float only
+    qat = faq_tf.quantize_model(
+        keras.Model(i, L.Dense(2, name="fc")(L.Flatten()(x))),
+        "w8a8",
+        data[:8],
+        layer_overrides={"odd": "skip"},
+        verbose=False,
+    )
+    faq_tf.save_model(qat, tmp_path / "m.h5")
+    out = tmp_path / "m.tflite"
+    argv = ["--model", str(tmp_path / "m.h5"), "--output", str(out)]
+    assert export_main(argv) == 2 and not out.exists()
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "layers involved: [" in error and "'odd'" in error, error
+    assert "violation(s), the first: float tensor" in error and "--no_check" in error, error
+    assert export_main([*argv, "--no_check"]) == 1 and out.exists()
+    assert "fully integer: False" in capsys.readouterr().out
+    assert verify_main([str(out)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
 def _bias_tensor(content: bytes, layer: str) -> np.ndarray:
     """The dequantized int32 bias of the conv/dense op with the weights of `layer`."""
     from export_tflite.reader import read_model
