@@ -4,10 +4,16 @@
 * `compact(content)`: a smaller file for any .tflite (shared vectors, short names)
 * `verify(content)`, or `python -m export_tflite.verify model.tflite [--edgetpu] [--json]`
 * `python -m export_tflite.evaluate --tflite=m.tflite --dataset=... [--keras_model=...]`
+* `read_model(content)`: the ops and tensors of any .tflite (`export_tflite.reader`); the
+  rewrites (`compact`, `snap_scales`) are `export_tflite.rewriter`
+
+The binaries exit with 0 (ok), 1 (verifier violations) or 2 (a user error, one line on
+stderr; see `export_tflite.cli`).
 """
 
 from export_tflite.converter import ExportError, convert, quantize_float_outputs
-from export_tflite.flatbuffer import TfliteFormatError, compact, read_model
+from export_tflite.reader import TfliteFormatError, read_model
+from export_tflite.rewriter import compact
 from export_tflite.verify import Report, verify
 from faq_tf import compat  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 

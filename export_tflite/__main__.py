@@ -3,6 +3,11 @@
 Converts a faq_tf model (a faq-train model_dir, or a .h5/SavedModel) into a fully integer
 .tflite model, verifies it, and prints the verifier's summary. Representative data for
 float outputs (w4a4 logits) comes from the run's dataset (config.json) or --dataset.
+
+Exit codes: 0 written and fully integer; 1 written with --no_check but not fully integer
+(`python -m export_tflite.verify` lists why); 2 a user error (one line on stderr, nothing
+written): a missing or damaged model, an unknown dataset or model name, an unwritable
+--output, a model that is not quantized or does not convert fully integer.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import json
 import os
 import sys
 
+from export_tflite.cli import EXIT_OK, EXIT_VIOLATIONS, UsageError, fail
 
-def main(argv: list[str] | None = None) -> int:
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export_tflite", description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model_dir", help="a faq-train output folder (uses model.h5 and config.json)")
@@ -31,48 +38,93 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=None, help="for representative data (default: the run's dataset)")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--model_name", default=None, help="model name for preprocessing (default: the run's)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no_check", action="store_true", help="write the file even if it is not fully integer")
+    return parser
 
-    import faq_tf
+
+def _run_config(model_dir: str) -> tuple[str, dict]:
+    """model.h5 and the parsed config.json ({} if absent) of a faq-train output folder."""
+    path = os.path.join(model_dir, "model.h5")
+    if not os.path.isfile(path):
+        raise UsageError(
+            f"--model_dir={model_dir} has no model.h5: give a faq-train output folder, or a model file with --model"
+        )
+    cfg_path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(cfg_path):
+        return path, {}
+    try:
+        with open(cfg_path) as f:
+            return path, json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {cfg_path}: {e}; fix or remove it and pass --dataset") from e
+
+
+def _representative_source(args: argparse.Namespace, config: dict):
+    """(source, preprocess) of the representative data: --dataset or the run's, or (None, None)."""
+    from faq_tf.data.datasets import get_source
+    from faq_tf.models import MODELS
+
+    dataset = args.dataset or config.get("dataset")
+    if not dataset:
+        return None, None
+    name = args.model_name or config.get("model", "small_resnet")
+    if name not in MODELS:
+        raise UsageError(
+            f"--model_name={name!r} is unknown (it selects the preprocessing): use one of {sorted(MODELS)}"
+        )
+    try:
+        return get_source(dataset, args.data_dir or config.get("data_dir")), MODELS[name].preprocess
+    except (OSError, ValueError) as e:
+        given = f"--dataset={dataset}" if args.dataset else f"the run's dataset {dataset!r} (config.json; or --dataset)"
+        raise UsageError(f"{given}: {e}") from e
+
+
+def run(args: argparse.Namespace) -> int:
+    """Converts, writes and verifies; user errors raise `UsageError`."""
+    from export_tflite.cli import check_output_path, export_error_line, load_keras_model, write_output
+
+    path, config = _run_config(args.model_dir) if args.model_dir else (args.model, {})
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size must be a positive integer, got {args.batch_size}")
+    check_output_path(args.output, "--output")  # before a conversion that would be lost
+    source, preprocess = _representative_source(args, config)  # before loading the model: fails fast
+
     from export_tflite.converter import ExportError, convert
     from export_tflite.verify import verify
+    from faq_tf.data.datasets import make_input
 
-    config = {}
-    path = args.model
-    if args.model_dir:
-        path = os.path.join(args.model_dir, "model.h5")
-        cfg_path = os.path.join(args.model_dir, "config.json")
-        if os.path.exists(cfg_path):
-            with open(cfg_path) as f:
-                config = json.load(f)
+    model = load_keras_model(path, "--model_dir" if args.model_dir else "--model")
     try:
-        model = faq_tf.load_model(path)
-        dataset = args.dataset or config.get("dataset")
         representative = None
-        if dataset:
-            from faq_tf.data.datasets import get_source, make_input
-            from faq_tf.models import MODELS
-
-            name = args.model_name or config.get("model", "small_resnet")
-            source = get_source(dataset, args.data_dir or config.get("data_dir"))
-            shape = tuple(model.input_shape[1:])
-            representative = make_input(source, "train", 64, shape, MODELS[name].preprocess).map(lambda x, y: x).take(5)
+        if source is not None:
+            data = make_input(source, "train", 64, tuple(model.input_shape[1:]), preprocess)
+            representative = data.map(lambda x, y: x).take(5)
         content = convert(
             model,
             args.io_dtype,
             args.batch_size,
             representative,
+            check=not args.no_check,
             pack_int4=args.pack_int4,
             tensor_names=args.tensor_names,
         )
-    except (ExportError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    with open(args.output, "wb") as f:
-        f.write(content)
+    except ExportError as e:
+        raise UsageError(f"{path}: {export_error_line(e, args.output)}") from e
+    except (OSError, ValueError) as e:  # e.g. representative data that does not fit the model
+        raise UsageError(f"{path}: {e}") from e
+    write_output(args.output, "--output", content)
     report = verify(content)
     print(f"wrote {args.output} ({len(content)} bytes): {len(report.ops)} ops, fully integer: {report.ok}")
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_VIOLATIONS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as e:
+        return fail(parser.prog, e)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ those scales. This module adds what the converter cannot decide:
 * a fixed batch size (1 by default, as the Edge TPU needs);
 * int8, uint8 or float32 input/output;
 * a compact file: repeated vectors (per-channel zero points, shared scales) stored once,
-  short tensor names (`export_tflite.flatbuffer.compact`);
+  short tensor names (`export_tflite.rewriter.compact`);
 * the verifier runs on the result, and a model that is not fully integer is refused
   with the offending ops and tensors named.
 """
@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from export_tflite.flatbuffer import TENSOR_NAMES, compact, snap_scales
+from export_tflite.rewriter import TENSOR_NAMES, compact, snap_scales
 from export_tflite.verify import Report, verify
 from faq_tf import calibration, introspect
 from faq_tf.accumulator import snap_to_accumulator_grid
@@ -70,7 +70,7 @@ def convert(
       tensor_names: "short" (default: "<layer>/<op>", "<layer>/weights", "<layer>/bias"),
         "full" (the converter's: every fused TF op) or "none" (graph inputs and outputs
         only). Whatever the names, the file stores each repeated vector once
-        (`export_tflite.flatbuffer.compact`).
+        (`export_tflite.rewriter.compact`).
 
     Returns:
       The .tflite bytes.

@@ -5,6 +5,9 @@
 
 Prints top-1 and top-5 on the test split; with the Keras model also top-1 agreement
 and the largest logit difference in output quantization steps.
+
+Exit codes: 0 evaluated; 2 a user error (one line on stderr): a missing, empty or damaged
+.tflite or Keras model, a missing or unknown dataset, an unknown --model, an unwritable --json.
 """
 
 from __future__ import annotations
@@ -150,13 +153,10 @@ def compare(tflite_logits: np.ndarray, keras_logits: np.ndarray, labels: np.ndar
     }
 
 
-def _test_arrays(dataset: str, data_dir: str | None, model_name: str, shape, limit: int | None):
-    from faq_tf.data.datasets import get_source, make_input
+def _test_arrays(source, model_name: str, shape, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    from faq_tf.data.datasets import make_input
     from faq_tf.models import MODELS
 
-    if model_name not in MODELS:
-        raise ValueError(f"Unknown --model {model_name!r}; it selects the preprocessing. Use one of {sorted(MODELS)}")
-    source = get_source(dataset, data_dir)
     xs, ys = [], []
     for x, y in make_input(source, "test", 500, shape, MODELS[model_name].preprocess):
         xs.append(x.numpy())
@@ -167,7 +167,48 @@ def _test_arrays(dataset: str, data_dir: str | None, model_name: str, shape, lim
     return (x[:limit], y[:limit]) if limit else (x, y)
 
 
+def _run(args: argparse.Namespace) -> dict:
+    """The results for the flags; user errors raise `UsageError`."""
+    from export_tflite.cli import UsageError, check_output_path, load_keras_model, read_tflite
+    from faq_tf.data.datasets import get_source
+    from faq_tf.models import MODELS
+
+    if args.model not in MODELS:
+        raise UsageError(
+            f"--model={args.model!r} is unknown (it selects the preprocessing): use one of {sorted(MODELS)}"
+        )
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be a positive number of images, got {args.limit}")
+    if args.json:
+        check_output_path(args.json, "--json")  # before the evaluation, whose results would be lost
+    content = read_tflite(args.tflite, "--tflite")
+    try:
+        source = get_source(args.dataset, args.data_dir)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--dataset={args.dataset}: {e}") from e
+    keras_model = load_keras_model(args.keras_model, "--keras_model") if args.keras_model else None
+    try:
+        runner = TfliteRunner(content, runtime=args.runtime)
+    except (ValueError, RuntimeError) as e:  # a readable flatbuffer that LiteRT cannot run
+        raise UsageError(f"--tflite={args.tflite}: the LiteRT interpreter cannot load it: {e}") from e
+    shape = tuple(int(s) for s in runner.input["shape"][1:])
+    try:
+        x, y = _test_arrays(source, args.model, shape, args.limit)
+    except (OSError, ValueError) as e:  # unreadable or unfitting files in the dataset
+        raise UsageError(f"--dataset={args.dataset}: {e}") from e
+    result, logits = evaluate_arrays(runner, x, y)
+    if keras_model is not None:
+        try:
+            keras_logits = keras_model.predict(x, batch_size=256, verbose=0)
+        except ValueError as e:  # a Keras model of another input shape
+            raise UsageError(f"--keras_model={args.keras_model} does not take the --tflite model's inputs: {e}") from e
+        result.update(compare(logits, keras_logits, y, runner.output_scale))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
+    from export_tflite.cli import EXIT_OK, UsageError, fail, write_output
+
     parser = argparse.ArgumentParser(prog="python -m export_tflite.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tflite", required=True)
     parser.add_argument("--dataset", required=True, help="as for faq-train: fashion_mnist, cifar10, folder:PATH, ...")
@@ -179,29 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     try:
-        with open(args.tflite, "rb") as f:
-            content = f.read()
-        from export_tflite.flatbuffer import read_model
-
-        read_model(content)  # a clear error for damaged files before the interpreter sees them
-        runner = TfliteRunner(content, runtime=args.runtime)
-        shape = tuple(int(s) for s in runner.input["shape"][1:])
-        x, y = _test_arrays(args.dataset, args.data_dir, args.model, shape, args.limit)
-        result, logits = evaluate_arrays(runner, x, y)
-        if args.keras_model:
-            import faq_tf
-
-            keras_model = faq_tf.load_model(args.keras_model)
-            result.update(compare(logits, keras_model.predict(x, batch_size=256, verbose=0), y, runner.output_scale))
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    return 0
+        text = json.dumps(_run(args), indent=1)
+        print(text)
+        if args.json:
+            write_output(args.json, "--json", text + "\n")
+    except UsageError as e:
+        return fail(parser.prog, e)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ Reads the flatbuffer itself and reports the op list with versions, every tensor'
 and scale, whether each scale is a power of two (or, for per-channel folded weights, a
 power of two times an 8-bit BN constant), and Edge TPU compatibility by its documented
 rules (int8/uint8 only, static shapes, batch 1, mapped ops within version limits); the
-Edge TPU compiler itself cannot run here, and the report says so. Exits non-zero on any
-violation.
+Edge TPU compiler itself cannot run here, and the report says so.
+
+Exit codes: 0 no violations; 1 violations (the report lists them all); 2 a user error (one
+line on stderr): a missing, empty or damaged .tflite file, an unreadable --sample_data.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import sys
 
 import numpy as np
 
-from export_tflite.flatbuffer import ModelInfo, TfliteFormatError, nearest_short_mantissa, read_model
+from export_tflite.cli import EXIT_OK, EXIT_VIOLATIONS, UsageError, fail, read_tflite
+from export_tflite.reader import ModelInfo, nearest_short_mantissa, read_model
 
 __all__ = ["Report", "verify", "is_power_of_two", "is_pow2_times_int8"]
 
@@ -48,7 +51,7 @@ def is_pow2_times_int8(scale: float, rel_tol: float = 0.0) -> bool:
     """True if `scale` = 2^k * m with an integer 1 <= |m| <= 127 (BN folded per channel).
 
     Exact by default: `export_tflite.convert` repairs the converter's one-ulp folding
-    error (`export_tflite.flatbuffer.snap_scales`), and the runtime's requantization
+    error (`export_tflite.rewriter.snap_scales`), and the runtime's requantization
     depends on the exact value.
     """
     return nearest_short_mantissa(scale, 7, rel_tol) is not None  # |m| has at most 7 bits
@@ -195,6 +198,21 @@ def verify(content: bytes, edgetpu: bool = False, sample_data: np.ndarray | None
     return Report(ops, tensors, violations, notes, level_counts)
 
 
+def _run(args: argparse.Namespace) -> Report:
+    """The report on `args.model`; user errors raise `UsageError`."""
+    content = read_tflite(args.model)
+    if not args.sample_data:
+        return verify(content, args.edgetpu)
+    try:
+        sample = np.load(args.sample_data)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read --sample_data={args.sample_data} (a .npy of float inputs): {e}") from e
+    try:
+        return verify(content, args.edgetpu, sample)
+    except ValueError as e:  # inputs that do not fit the model's input shape
+        raise UsageError(f"--sample_data={args.sample_data} does not fit {args.model}: {e}") from e
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export_tflite.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="the .tflite file")
@@ -203,15 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample_data", help=".npy of float inputs, to count 4-bit levels")
     args = parser.parse_args(argv)
     try:
-        with open(args.model, "rb") as f:
-            content = f.read()
-        sample = np.load(args.sample_data) if args.sample_data else None
-        report = verify(content, args.edgetpu, sample)
-    except (OSError, TfliteFormatError, ValueError) as e:
-        print(f"error: {args.model}: {e}", file=sys.stderr)
-        return 2
+        report = _run(args)
+    except UsageError as e:
+        return fail(parser.prog, e)
     print(report.to_json() if args.json else report.text())
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_VIOLATIONS
 
 
 if __name__ == "__main__":

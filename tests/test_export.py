@@ -1,7 +1,9 @@
 """export_tflite: integer conversion that agrees with Keras, the verifier, the evaluator."""
 
 import json
+import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -124,9 +126,18 @@ def test_exported_model_is_integer_with_power_of_two_scales(exported, data, prec
     _, content = exported[precision]
     report = verify(content, edgetpu=True, sample_data=data[:8])
     assert report.ok, report.violations
-    inp = [t for t in report.tensors if t["index"] == 0 or not t["constant"]]
     assert all(t["dtype"] in ("INT8", "INT32") for t in report.tensors)
-    assert any(t["scale_ok"] for t in inp)
+    # Every activation, the graph's input and output included, is int8 with a power-of-two scale.
+    activations = [t for t in report.tensors if not t["constant"]]
+    io = {*read_model(content).inputs, *read_model(content).outputs}
+    assert io <= {t["index"] for t in activations}
+    for t in activations:
+        assert t["dtype"] == "INT8" and t["scale_ok"] is True and is_power_of_two(t["scale"]), t
+    # Int8 weights: checked too (per-channel ones may carry a folded BN constant). Int32 constants
+    # (biases, MEAN's axes) have no int8 scale and are not checked.
+    weights = [t for t in report.tensors if t["constant"] and t["dtype"] == "INT8"]
+    assert weights and all(t["scale_ok"] is True for t in weights), weights
+    assert all(t["scale_ok"] is None for t in report.tensors if t["dtype"] == "INT32")
     if precision == "w4a4":
         assert report.level_counts and max(report.level_counts.values()) <= 16
 
@@ -206,14 +217,39 @@ def _tflite_from_keras(model, quantize=False, data=None):
     return converter.convert()
 
 
+_FLOAT_VIOLATION = re.compile(r"float tensor '(.*)' \((\w+)\) at op (\d+) (\w+)$")
+_SCALE_VIOLATION = re.compile(r"tensor '(.*)' scale \[.*\] is not a power of two$")
+
+
+def _float_violations(report) -> list[tuple[str, str, int, str]]:
+    """(tensor, dtype, op index, op) of each "float tensor" violation."""
+    found = [_FLOAT_VIOLATION.match(v) for v in report.violations]
+    return [(m[1], m[2], int(m[3]), m[4]) for m in found if m]
+
+
 def test_verifier_flags_float_hybrid_and_non_power_of_two(data):
-    model = residual_model()
-    float_report = verify(_tflite_from_keras(model))
-    assert any("float tensor" in v for v in float_report.violations)
-    hybrid = verify(_tflite_from_keras(model, quantize=True))  # dynamic-range: int8 weights, float math
-    assert any("float tensor" in v for v in hybrid.violations)
-    ptq = verify(_tflite_from_keras(model, quantize=True, data=data))  # PTQ picks arbitrary scales
-    assert any("is not a power of two" in v for v in ptq.violations)
+    # 64 classes: the Dense kernel has 1024 weights, the smallest the converter's
+    # dynamic-range quantization stores as int8 (smaller ones stay float).
+    model = residual_model(classes=64)
+    for name, content in [("float", _tflite_from_keras(model)), ("hybrid", _tflite_from_keras(model, quantize=True))]:
+        info, report = read_model(content), verify(content)
+        flagged = {(tensor, op) for tensor, _, op, _ in _float_violations(report)}
+        # Float math: every op is flagged, once for each of its float tensors and for nothing else.
+        expected = {
+            (info.tensors[i].name, op.index)
+            for op in info.ops
+            for i in op.inputs + op.outputs
+            if i >= 0 and info.tensors[i].dtype == "FLOAT32"
+        }
+        assert flagged == expected and {op for _, op in flagged} == {op.index for op in info.ops}, name
+    int8_weights = {t.name for t in info.tensors if t.is_constant and t.dtype == "INT8"}
+    assert int8_weights and not int8_weights & {tensor for tensor, _ in flagged}  # hybrid: int8 weights, float math
+    ptq = _tflite_from_keras(model, quantize=True, data=data)  # int8 math, but PTQ picks arbitrary scales
+    info, report = read_model(ptq), verify(ptq)
+    assert not _float_violations(report), report.violations  # the float input/output only meet (DE)QUANTIZE
+    activations = {t.name for t in info.tensors if not t.is_constant and t.dtype == "INT8"}
+    flagged = {m[1] for m in map(_SCALE_VIOLATION.match, report.violations) if m}
+    assert activations and flagged == activations, report.violations
 
 
 def test_power_of_two_helpers():
@@ -225,7 +261,7 @@ def test_power_of_two_helpers():
 
 
 def test_snap_scales_repairs_folded_scales_in_place(exported):
-    from export_tflite.flatbuffer import snap_scales
+    from export_tflite.rewriter import snap_scales
 
     _, content = exported["w8a8"]
     assert snap_scales(content) == (content, 0)  # convert() already did
@@ -257,7 +293,7 @@ def _vector_starts(content: bytes, field: str) -> list[int]:
 
 def test_compact_shares_vectors_and_computes_the_same(data):
     """On the stock converter's own int8 output (an independent writer): same ops, data and answers."""
-    from export_tflite.flatbuffer import compact
+    from export_tflite.rewriter import compact
 
     keras.utils.set_random_seed(5)
     converter = tf.lite.TFLiteConverter.from_keras_model(residual_model())
@@ -300,7 +336,7 @@ def test_compact_shares_vectors_and_computes_the_same(data):
 
 
 def test_short_tensor_names_name_the_keras_layers(exported):
-    from export_tflite.flatbuffer import compact
+    from export_tflite.rewriter import compact
 
     qat, content = exported["w8a8"]
     info = read_model(content)
@@ -330,7 +366,7 @@ def test_compact_leaves_models_with_external_buffers_alone(exported):
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from export_tflite.flatbuffer import compact
+    from export_tflite.rewriter import compact
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(exported["w8a8"][1]), 0)
     model.buffers[1].offset, model.buffers[1].size = 1 << 20, 16
@@ -359,15 +395,37 @@ def test_evaluator_rejects_wrong_inputs(exported):
         runner(np.full((1, 16, 16, 3), "a"))
 
 
-def test_time_invoke_times_each_model_side_by_side(exported):
-    from export_tflite.evaluate import time_invoke
+def test_time_invoke_times_each_model_side_by_side(exported, monkeypatch):
+    """Every model is invoked once to warm up and rounds * runs times for its median; no speed bound."""
+    from export_tflite import evaluate
 
     files = {name: content for name, (_, content) in exported.items()}
-    for runtime in ("xnnpack", "builtin"):
-        times = time_invoke(files, runtime, rounds=3, runs=2)
-        assert set(times) == set(files) and all(0 < t < 1 for t in times.values()), times
+    names = {content: name for name, content in files.items()}
+    calls: dict[str, int] = {}  # invocations per model name
+    runtimes = set()
+
+    class CountingRunner(evaluate.TfliteRunner):
+        def __init__(self, content: bytes, **kwargs):
+            super().__init__(content, **kwargs)
+            runtimes.add(self.runtime)
+            invoke = self.interpreter.invoke
+
+            def counted():
+                calls[names[content]] = calls.get(names[content], 0) + 1
+                return invoke()
+
+            self.interpreter.invoke = counted  # time_invoke looks invoke up on the instance
+
+    monkeypatch.setattr(evaluate, "TfliteRunner", CountingRunner)
+    for runtime, rounds, runs in (("xnnpack", 3, 2), ("builtin", 2, 5)):
+        calls.clear()
+        times = evaluate.time_invoke(files, runtime, rounds=rounds, runs=runs)
+        assert set(times) == set(files) and runtimes == {runtime}, (times, runtimes)
+        assert all(isinstance(t, float) and 0 < t < math.inf for t in times.values()), times
+        assert calls == {name: 1 + rounds * runs for name in files}, calls
+        runtimes.clear()
     with pytest.raises(ValueError, match="runtime"):
-        time_invoke(files, "gpu", rounds=1, runs=1)
+        evaluate.time_invoke(files, "gpu", rounds=1, runs=1)
 
 
 def test_cli_round_trip(tmp_path, exported, data, capsys):
@@ -382,9 +440,35 @@ def test_cli_round_trip(tmp_path, exported, data, capsys):
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
+def test_cli_no_check_writes_a_model_that_is_not_integer(tmp_path, data, capsys):
+    """Refused with one line and exit code 2; with --no_check written, and the verifier lists why (exit code 1)."""
+    from export_tflite.__main__ import main as export_main
+
+    i = keras.Input((16, 16, 3))
+    x = L.Activation("softsign", name="odd")(L.Conv2D(4, 3, name="conv")(i))  # ABS, ADD, DIV: float only
+    qat = faq_tf.quantize_model(
+        keras.Model(i, L.Dense(2, name="fc")(L.Flatten()(x))),
+        "w8a8",
+        data[:8],
+        layer_overrides={"odd": "skip"},
+        verbose=False,
+    )
+    faq_tf.save_model(qat, tmp_path / "m.h5")
+    out = tmp_path / "m.tflite"
+    argv = ["--model", str(tmp_path / "m.h5"), "--output", str(out)]
+    assert export_main(argv) == 2 and not out.exists()
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "layers involved: [" in error and "'odd'" in error, error
+    assert "violation(s), the first: float tensor" in error and "--no_check" in error, error
+    assert export_main([*argv, "--no_check"]) == 1 and out.exists()
+    assert "fully integer: False" in capsys.readouterr().out
+    assert verify_main([str(out)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
 def _bias_tensor(content: bytes, layer: str) -> np.ndarray:
     """The dequantized int32 bias of the conv/dense op with the weights of `layer`."""
-    from export_tflite.flatbuffer import read_model
+    from export_tflite.reader import read_model
 
     info = read_model(content)
     for op in info.ops:

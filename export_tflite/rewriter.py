@@ -1,163 +1,25 @@
-"""Reading a .tflite flatbuffer into plain Python records (ops, tensors, scales).
+"""Rewriting .tflite bytes without changing what the model computes.
 
-Uses the schema that ships with the LiteRT runtime (`ai_edge_litert.schema_py_generated`),
-so the verifier reads the file itself rather than trusting the converter.
+* `snap_scales`: makes the converter's folded per-channel scales exact (2^l * m_c), in place;
+* `compact`: a smaller file (each repeated vector stored once, the empty sentinel buffer
+  for tensors without data, short tensor names).
+
+Reading a file into records is `export_tflite.reader`; both start from its `unpack`.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import math
 
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-__all__ = [
-    "TENSOR_NAMES",
-    "TensorInfo",
-    "OpInfo",
-    "ModelInfo",
-    "compact",
-    "read_model",
-    "snap_scales",
-    "TfliteFormatError",
-]
+from export_tflite.reader import graph_io, nearest_short_mantissa, op_name, unpack
 
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-_TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+__all__ = ["TENSOR_NAMES", "compact", "snap_scales"]
 
-
-class TfliteFormatError(ValueError):
-    """Raised for bytes that are not a readable .tflite model."""
-
-
-@dataclasses.dataclass
-class TensorInfo:
-    """One tensor: name, dtype name ("INT8", "FLOAT32", ...), shape, scales, zero points."""
-
-    index: int
-    name: str
-    dtype: str
-    shape: list[int]
-    shape_signature: list[int]
-    scales: list[float]
-    zero_points: list[int]
-    quantized_dimension: int
-    is_constant: bool
-    data: np.ndarray | None
-
-
-@dataclasses.dataclass
-class OpInfo:
-    """One operator: builtin name, version, input and output tensor indices."""
-
-    index: int
-    name: str
-    version: int
-    inputs: list[int]
-    outputs: list[int]
-
-
-@dataclasses.dataclass
-class ModelInfo:
-    """The main subgraph of a model."""
-
-    ops: list[OpInfo]
-    tensors: list[TensorInfo]
-    inputs: list[int]
-    outputs: list[int]
-    num_subgraphs: int
-
-
-_NP = {
-    "INT8": np.int8,
-    "UINT8": np.uint8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "FLOAT32": np.float32,
-    "INT64": np.int64,
-}
-
-
-def _ints(values) -> list[int]:
-    return [] if values is None else [int(v) for v in values]
-
-
-def _unpack(content: bytes) -> schema.ModelT:
-    """The flatbuffer as LiteRT's schema objects; TfliteFormatError for damaged bytes."""
-    if len(content) < 8 or content[4:8] != b"TFL3":
-        raise TfliteFormatError("not a .tflite file (missing the TFL3 identifier); was it truncated or renamed?")
-    try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-        if not model.subgraphs:
-            raise ValueError("no subgraph")
-    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
-        raise TfliteFormatError(f"damaged .tflite file: {type(e).__name__}: {e}") from e
-    return model
-
-
-def _graph_io(graph) -> set[int]:
-    """Indices of a subgraph's input and output tensors."""
-    return {int(i) for ids in (graph.inputs, graph.outputs) if ids is not None for i in ids}
-
-
-def read_model(content: bytes) -> ModelInfo:
-    """Parses .tflite bytes.
-
-    Raises:
-      TfliteFormatError: for truncated, empty or non-tflite bytes.
-    """
-    model = _unpack(content)
-    graph = model.subgraphs[0]
-    codes = model.operatorCodes
-    buffers = model.buffers or []
-    tensors = []
-    for i, t in enumerate(graph.tensors):
-        q = t.quantization
-        scales = [float(s) for s in (q.scale if q is not None and q.scale is not None else [])]
-        zps = _ints(q.zeroPoint if q is not None else None)
-        dtype = _TYPE_NAMES.get(t.type, str(t.type))
-        raw = buffers[t.buffer].data if 0 < t.buffer < len(buffers) else None
-        data = None
-        if raw is not None and len(raw) and dtype in _NP:
-            data = np.frombuffer(bytes(bytearray(raw)), _NP[dtype])
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        tensors.append(
-            TensorInfo(
-                i,
-                name,
-                dtype,
-                _ints(t.shape),
-                _ints(t.shapeSignature if t.shapeSignature is not None else t.shape),
-                scales,
-                zps,
-                int(q.quantizedDimension) if q is not None else 0,
-                raw is not None and len(raw) > 0,
-                data,
-            )
-        )
-    ops = []
-    for i, op in enumerate(graph.operators or []):
-        code = codes[op.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        name = _OP_NAMES.get(builtin, f"OP_{builtin}")
-        if name == "CUSTOM":
-            name = f"CUSTOM:{code.customCode.decode() if code.customCode else '?'}"
-        ops.append(OpInfo(i, name, int(code.version), _ints(op.inputs), _ints(op.outputs)))
-    return ModelInfo(ops, tensors, _ints(graph.inputs), _ints(graph.outputs), len(model.subgraphs))
-
-
-def nearest_short_mantissa(scale: float, bits: int, rel_tol: float = 0.0) -> float | None:
-    """scale rounded to 2^k * m with an integer |m| < 2^bits, if it is within rel_tol of one."""
-    if not (scale > 0 and math.isfinite(scale)):
-        return None
-    mantissa, exp = math.frexp(scale)
-    for b in range(1, bits + 1):
-        m = mantissa * 2**b
-        if abs(m - round(m)) <= rel_tol * m:
-            return math.ldexp(round(m), exp - b)
-    return None
+TENSOR_NAMES = ("full", "short", "none")
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_BUFFER_ALIGNMENT = 16  # as the TFLite converter aligns constant data
 
 
 def snap_scales(content: bytes, bits: int = 7, rel_tol: float = 1e-6) -> tuple[bytes, int]:
@@ -196,11 +58,6 @@ def snap_scales(content: bytes, bits: int = 7, rel_tol: float = 1e-6) -> tuple[b
     return bytes(buf), changed
 
 
-TENSOR_NAMES = ("full", "short", "none")
-_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-_BUFFER_ALIGNMENT = 16  # as the TFLite converter aligns constant data
-
-
 class _SharingBuilder(flatbuffers.Builder):
     """A flatbuffers Builder that writes each distinct numeric vector and string once.
 
@@ -234,7 +91,7 @@ class _SharingBuilder(flatbuffers.Builder):
         return self._strings[key]
 
 
-def _short_names(graph, codes) -> list[bytes]:
+def _short_names(graph: schema.SubGraphT, codes: list[schema.OperatorCodeT]) -> list[bytes]:
     """Readable short names: "<layer>/<Op>" for activations, "<layer>/weights|bias" for constants.
 
     The converter names a tensor after every TF op fused into it ("model/quant_conv/Conv2D;
@@ -244,7 +101,7 @@ def _short_names(graph, codes) -> list[bytes]:
     """
     full = [bytes(t.name or b"") for t in graph.tensors]
     firsts = [n.split(b";")[0].split(b"/") for n in full]
-    io = _graph_io(graph)
+    io = graph_io(graph)
     scopes = {p[0] for i, p in enumerate(firsts) if len(p) > 1 and i not in io}
     scope = scopes.pop() if len(scopes) == 1 else None  # the model's name scope, on every op's tensors
     names = []
@@ -255,8 +112,7 @@ def _short_names(graph, codes) -> list[bytes]:
             parts = [parts[0][6:], *parts[1:]]
         names.append(b"/".join(parts))
     for op in graph.operators or []:
-        code = codes[op.opcodeIndex]
-        if _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode)) not in _WEIGHTED_OPS:
+        if op_name(codes[op.opcodeIndex]) not in _WEIGHTED_OPS:
             continue
         inputs = list(op.inputs)
         if len(inputs) > 1 and inputs[1] >= 0:
@@ -290,13 +146,20 @@ def compact(content: bytes, tensor_names: str = "short") -> bytes:
     Operators, constant data, scales and zero points are unchanged. Models whose
     buffers live outside the flatbuffer (over 2 GB) are returned as they are.
 
+    Args:
+      content: .tflite bytes (from any writer).
+      tensor_names: one of `TENSOR_NAMES`, as above.
+
+    Returns:
+      The rewritten bytes; `compact(compact(x, m), m) == compact(x, m)`.
+
     Raises:
       TfliteFormatError: for bytes that are not a .tflite model.
       ValueError: for an unknown `tensor_names`.
     """
     if tensor_names not in TENSOR_NAMES:
         raise ValueError(f"tensor_names must be one of {TENSOR_NAMES}, got {tensor_names!r}")
-    model = _unpack(content)
+    model = unpack(content)
     buffers = model.buffers or []
     if any(b.offset > 1 for b in buffers):
         return content
@@ -318,7 +181,7 @@ def compact(content: bytes, tensor_names: str = "short") -> bytes:
     if model.metadataBuffer is not None:
         model.metadataBuffer = [remap[b] for b in model.metadataBuffer]
     for graph in model.subgraphs:
-        io = _graph_io(graph)
+        io = graph_io(graph)
         names = _short_names(graph, model.operatorCodes) if tensor_names == "short" else None
         for i, t in enumerate(graph.tensors):
             t.buffer = remap.get(t.buffer, 0)
