@@ -11,11 +11,17 @@ The binaries exit with 0 (ok), 1 (verifier violations) or 2 (a user error, one l
 stderr; see `export_tflite.cli`).
 """
 
+import warnings
+
 from export_tflite.converter import ExportError, convert, quantize_float_outputs
 from export_tflite.reader import TfliteFormatError, read_model
 from export_tflite.rewriter import compact
 from export_tflite.verify import Report, verify
 from faq_tf import compat  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# `python -m export_tflite.verify` (or .evaluate) imports this package, which imports that
+# module for the API below; runpy then warns that it was loaded before being run. Harmless.
+warnings.filterwarnings("ignore", r".*found in sys\.modules after import of package 'export_tflite'", RuntimeWarning)
 
 __all__ = [
     "ExportError",

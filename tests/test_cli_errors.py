@@ -5,8 +5,7 @@ repository root), so argparse, imports and the exit code are the real ones. Each
 TensorFlow (5-20 s), so the table covers every kind of user error once rather than every
 binary with every kind.
 
-To add cases (e.g. for `python -m faq_tf.train` or `python -m faq_tf.diagnostics`), append
-`Case`s to `CASES`. In `argv`, `{name}` is replaced by the path of the fixture file `name`
+To add cases, append `Case`s to `CASES`. In `argv`, `{name}` is replaced by the path of the fixture file `name`
 (see `files`), `{dir}` by the fixtures' folder and `{out}` by a fresh output path that must
 not exist afterwards (nothing is written on a user error).
 """
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 
 import faq_tf
-from conftest import residual_model
+from conftest import image_folder, residual_model
 from export_tflite import convert
 from faq_tf.compat import keras
 
@@ -110,6 +109,55 @@ CASES = [
     ),
 ]
 
+_TRAIN = "faq_tf.train"
+_RUN = ("--dataset=folder:{dir}/images", "--image_size=28", "--batch_size=4", "--steps_per_epoch=1")
+CASES += [
+    Case(_TRAIN, ("--precision=w17a8", "--model_dir={out}"), "got 17", "train-bad-bits", prog="faq-train"),
+    Case(_TRAIN, ("--no_such_flag=1", "--model_dir={out}"), "no_such_flag", "train-unknown-flag", prog="faq-train"),
+    Case(_TRAIN, ("--flagfile={dir}/missing.flags",), "missing.flags", "train-missing-flagfile", prog="faq-train"),
+    Case(
+        _TRAIN,
+        (*_RUN, "--pretrained={truncated.h5}", "--model_dir={dir}/runs/damaged"),
+        "is not a readable weights file",
+        "train-damaged-pretrained",
+        prog="faq-train",
+    ),
+    Case(
+        _TRAIN,
+        (*_RUN, "--pretrained={dir}/nope.h5", "--model_dir={dir}/runs/nope"),
+        "nope.h5: no such file",
+        "train-missing-pretrained",
+        prog="faq-train",
+    ),
+    Case(
+        _TRAIN,
+        ("--dataset=fashion_mnist", "--data_dir={dir}/no_data", "--model_dir={out}"),
+        "apt-get install dataset-fashion-mnist",
+        "train-missing-data",
+        prog="faq-train",
+    ),
+    Case(
+        _TRAIN,
+        (*_RUN, "--model_dir={float.h5}/run"),
+        "is not writable",
+        "train-unwritable-model-dir",
+        prog="faq-train",
+    ),
+]
+
+_DIAGNOSTICS = "faq_tf.diagnostics"
+CASES += [
+    Case(_DIAGNOSTICS, ("similarity", "{truncated.h5}", "{float.h5}"), "truncated.h5", "diagnostics-damaged-model"),
+    Case(
+        _DIAGNOSTICS,
+        ("similarity", "{float.h5}"),
+        "the following arguments are required",
+        "diagnostics-bad-flag",
+        usage=True,
+        prog="python -m faq_tf.diagnostics similarity",
+    ),
+]
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
@@ -138,6 +186,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     }
     for name, content in damaged.items():
         (root / name).write_bytes(content)
+    image_folder(root)  # a folder: dataset for the faq-train cases
     (root / "run").mkdir()  # a model_dir without model.h5
     (root / "run" / "config.json").write_text('{"dataset": "fashion_mnist"}')
     paths = {p.name: str(p) for p in root.iterdir()}

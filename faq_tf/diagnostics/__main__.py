@@ -1,10 +1,16 @@
-"""python -m faq_tf.diagnostics {similarity,plot,study} ... (see each command's --help)."""
+"""python -m faq_tf.diagnostics {similarity,plot,study} ... (see each command's --help).
+
+Exit codes: 0 done; 1 a study row failed; 2 a user error (a missing or damaged model file,
+a bad flag), as one line `python -m faq_tf.diagnostics: error: ...` on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+PROG = "python -m faq_tf.diagnostics"
 
 
 def _similarity(args) -> int:
@@ -33,7 +39,7 @@ def _plot(args) -> int:
             label, _, pair = spec.partition("=")
             a, _, b = pair.partition(",")
             if not (label and a and b):
-                raise SystemExit(f"--similarity {spec!r}: expected LABEL=A.h5,B.h5")
+                raise ValueError(f"--similarity {spec!r}: expected LABEL=A.h5,B.h5")
             bars[label] = model_similarity(a, b)[1]
         written.append(similarity_bars(bars, f"{args.out}/similarity.png"))
     for path in written:
@@ -52,7 +58,7 @@ def _study(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faq_tf.diagnostics", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("similarity", help="Per-layer and mean neuron cosine similarity of two models.")
@@ -79,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # bad input; a bug still shows its traceback
+        message = " ".join(str(e).split())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -131,6 +131,8 @@ def _task(strategy: tf.distribute.Strategy) -> tuple[bool, str]:
 
 def build(config: TrainConfig, strategy: tf.distribute.Strategy) -> Job:
     """Builds the model, optimizer, trainer and checkpoints, and restores the newest checkpoint."""
+    source = get_source(config.dataset, config.data_dir)  # missing data: said before anything is written
+    check_divisible(config.batch_size, strategy)
     chief, task = _task(strategy)
     # Every worker saves (saving runs collectives); only the chief's files are kept.
     write_dir = config.model_dir if chief else os.path.join(config.model_dir, f"tmp_{task}")
@@ -140,8 +142,6 @@ def build(config: TrainConfig, strategy: tf.distribute.Strategy) -> Job:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    source = get_source(config.dataset, config.data_dir)
-    check_divisible(config.batch_size, strategy)
     with strategy.scope():
         model, spec = build_model(config.model, source.num_classes, config.pretrained, config.image_size)
         data = RunData(source, tuple(model.input_shape[1:]), spec.preprocess, config.batch_size, config.seed)
