@@ -2,7 +2,7 @@
 
 Models are built with weights=None at a small input size. The policy is checked on all
 of them; the full quantize_model (wrapping, calibration) runs on one model per family
-to keep the suite fast (`scripts/check_applications.py` runs all of them).
+to keep the suite fast (`python -m scripts.check_applications` runs all of them).
 """
 
 import numpy as np
@@ -11,20 +11,8 @@ import pytest
 import faq_tf
 from faq_tf import graph, policy
 from faq_tf.compat import keras
+from scripts.check_applications import APPS  # name -> the small input size used
 
-APPS = {
-    "ResNet50": 32,
-    "ResNet101": 32,
-    "ResNet152": 32,
-    "VGG16": 32,
-    "VGG19": 32,
-    "InceptionV3": 75,
-    "DenseNet121": 32,
-    "DenseNet169": 32,
-    "DenseNet201": 32,
-    "MobileNet": 32,
-    "MobileNetV2": 32,
-}
 # (model, precision) pairs that also run the full quantize_model here. ResNet50 (both
 # policies) and InceptionV3 (w8a8) run in full through their flagfiles (test_flagfiles).
 FULL = [
