@@ -20,7 +20,10 @@ integer tensors whose scale is exactly 2^l:
   Dense kernels use the per-tensor op (the converter rejects per-axis scales there);
 * tensors below 8 bits are clipped to the b-bit range and then fake-quantized at
   8 bits with the same step: int8 storage holding at most 2^b levels (weights can
-  trace as packed b-bit tensors instead: `faq_tf.tracing.packed_sub8bit_weights`);
+  trace as packed b-bit tensors instead: `faq_tf.tracing.packed_sub8bit_weights`).
+  That form is what the converter sees (`faq_tf.tracing.export_trace`); in training
+  and Keras inference an unsigned b-bit activation is one b-bit FakeQuant, which
+  computes the same values and gradients with fewer ops;
 * signed activations of 8 bits and more clamp at -2^(b-1), one level below the
   symmetric range, because the integer runtime clamps there.
 
@@ -221,11 +224,15 @@ def control_exponent(bits: int, signed: bool) -> int:
 
 
 def _ceil_log2(x: tf.Tensor) -> tf.Tensor:
-    """Exact ceil(log2(x)) for positive float32 x (log2 alone is off by an ulp)."""
-    two = tf.constant(2.0, x.dtype)
-    guess = tf.math.floor(tf.math.log(x) / math.log(2.0))
-    guess = tf.where(tf.pow(two, guess) < x, guess + 1.0, guess)
-    return tf.where(tf.pow(two, guess - 1.0) >= x, guess - 1.0, guess)
+    """Exact ceil(log2(x)) for positive, normal float32 x, read from the float's bits.
+
+    x = 1.m * 2^e gives e when the mantissa m is zero and e + 1 otherwise: two integer
+    ops instead of a log and two pows, so the per-step weight-exponent update is cheap.
+    """
+    bits = tf.bitcast(tf.cast(x, tf.float32), tf.int32)
+    biased = tf.bitwise.right_shift(bits, 23)
+    fraction = tf.cast(tf.not_equal(tf.bitwise.bitwise_and(bits, 0x7FFFFF), 0), tf.int32)
+    return tf.cast(biased - 127 + fraction, tf.float32)
 
 
 def weight_exponent(weights: tf.Tensor, bits: int, clip_sigmas: float) -> tf.Tensor:
@@ -312,6 +319,16 @@ def fake_quant(
         return tf.quantization.fake_quant_with_min_max_vars(
             x, q_min * step, q_max * step, num_bits=bits, narrow_range=True
         )
+    if bits < 8 and not signed and not exporting():
+        # Training and Keras inference: one b-bit FakeQuant on [0, (2^b - 1) * 2^l] has
+        # step 2^l and zero point 0, so it computes the same values and the same gradient
+        # as the convertible form below (clip + 8-bit FakeQuant) with one op fewer.
+        # (Signed tensors keep that form: the b-bit op's range has no exact zero point.)
+        y = tf.quantization.fake_quant_with_min_max_vars(x, 0.0, q_max * step, num_bits=bits)
+        rounding = _as_rounding(rounding)
+        if rounding is Rounding.HALF_UP:
+            return y
+        return y - tf.stop_gradient(_tie_correction(x, step, q_min, q_max, rounding))
     if bits < 8:
         # i4 activations do not convert; int8 storage with the b-bit clip does. Only a
         # MINIMUM (and for signed tensors a MAXIMUM) is added: the converter gives these

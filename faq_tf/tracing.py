@@ -48,7 +48,9 @@ def export_trace() -> Iterator[None]:
 
     Outside it, inference (training=False) also applies the integer runtime's tie rule
     (`faq_tf.quantizers.Rounding`), a few elementwise ops that the converter would keep
-    as float. `export_tflite.convert` traces the model inside this context.
+    as float, and unsigned sub-8-bit activations trace as one b-bit FakeQuant (same
+    values, fewer ops) instead of the clip + 8-bit FakeQuant that converts to int8
+    storage. `export_tflite.convert` traces the model inside this context.
 
     Yields:
       Nothing; the previous value is restored on exit.

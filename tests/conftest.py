@@ -7,6 +7,8 @@ import faq_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from faq_tf.compat import keras, tf
 from faq_tf.training import TrainConfig
 
+L = keras.layers
+
 # Two logical CPUs, so MirroredStrategy can be tested on this 2-core machine.
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -21,7 +23,6 @@ def _seed():
 
 def residual_model(input_shape=(16, 16, 3), classes=10) -> keras.Model:
     """Conv+BN+ReLU, a residual Add, a depthwise conv, concat, pooling and Dense."""
-    L = keras.layers
     i = keras.Input(input_shape, name="image")
     x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem_conv")(i)
     x = L.BatchNormalization(name="stem_bn")(x)
@@ -37,6 +38,82 @@ def residual_model(input_shape=(16, 16, 3), classes=10) -> keras.Model:
     x = L.GlobalAveragePooling2D(name="gap")(x)
     o = L.Dense(classes, name="logits")(x)
     return keras.Model(i, o, name="residual")
+
+
+def ops_model() -> keras.Model:
+    """The layers residual_model lacks: average pooling, depthwise+BN, a signed concat, Dense+ReLU."""
+    i = keras.Input((16, 16, 3), name="image")
+    x = L.Conv2D(8, 3, padding="same", name="conv")(i)
+    x = L.BatchNormalization(name="bn")(x)  # signed: no ReLU
+    a = L.AveragePooling2D(2, name="avg")(x)
+    d = L.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name="dw")(x)
+    d = L.BatchNormalization(name="dw_bn")(d)
+    d = L.ReLU(name="dw_relu")(d)
+    x = L.Concatenate(name="concat")([a, d])
+    x = L.Flatten(name="flat")(x)
+    x = L.Dense(16, activation="relu", name="fc")(x)
+    return keras.Model(i, L.Dense(10, name="logits")(x), name="ops")
+
+
+def inception_model() -> keras.Model:
+    """InceptionV3's mixed0 pattern: convs and a 3x3 'same' average pool read one max-pooled tensor."""
+    i = keras.Input((16, 16, 3), name="image")
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(i)
+    x = L.BatchNormalization(scale=False, name="stem_bn")(x)
+    x = L.Activation("relu", name="stem_relu")(x)
+    x = L.MaxPooling2D(3, strides=2, name="pool")(x)
+    branches = []
+    for k, source in enumerate([x, x, L.AveragePooling2D(3, strides=1, padding="same", name="avg")(x)]):
+        b = L.Conv2D(4, 1, use_bias=False, name=f"b{k}")(source)
+        b = L.BatchNormalization(scale=False, name=f"b{k}_bn")(b)
+        branches.append(L.Activation("relu", name=f"b{k}_relu")(b))
+    x = L.Concatenate(name="mixed")(branches)
+    # mixed9's pattern: a concat inside a concat, and an average pool of a concat.
+    pair = [L.Conv2D(4, k, padding="same", activation="relu", name=f"n{k[0]}")(x) for k in ((1, 3), (3, 1))]
+    pool = L.Conv2D(4, 1, activation="relu", name="p_conv")(L.AveragePooling2D(3, 1, "same", name="p_avg")(x))
+    x = L.Concatenate(name="mixed_out")([L.Concatenate(name="nested")(pair), pool])
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(i, L.Dense(10, name="logits")(x), name="inception")
+
+
+def densenet_model() -> keras.Model:
+    """DenseNet's pattern: BatchNormalization on a concat (standalone, not after a conv)."""
+    i = keras.Input((16, 16, 3), name="image")
+    x = L.Conv2D(8, 3, padding="same", name="stem")(i)
+    for k in range(2):
+        y = L.ReLU(name=f"b{k}_relu")(L.BatchNormalization(name=f"b{k}_bn")(x))  # standalone BN
+        y = L.Conv2D(4, 3, padding="same", use_bias=False, name=f"b{k}_conv")(y)
+        x = L.Concatenate(name=f"b{k}_concat")([x, y])
+    x = L.ReLU(name="final_relu")(L.BatchNormalization(name="final_bn")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(i, L.Dense(10, name="logits")(x), name="densenet")
+
+
+def listed_layers_model() -> keras.Model:
+    """The layer classes and activations the other models lack: input scaling, padding, relu6, softmax."""
+    i = keras.Input((16, 16, 3))
+    x = L.Rescaling(2.0, offset=-1.0, name="rescale")(i)
+    norm = L.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 4.0], name="norm")
+    x = norm(x)
+    x = L.ZeroPadding2D(1, name="pad")(x)
+    x = L.Conv2D(8, 3, name="conv")(x)
+    x = L.BatchNormalization(scale=False, name="bn")(x)  # InceptionV3 style
+    x = L.ReLU(6.0, name="relu6")(x)
+    x = L.AveragePooling2D(name="avg")(x)
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.Activation("relu6", name="act6")(x)
+    x = L.Reshape((8, 8, 8), name="reshape")(x)
+    x = L.Flatten(name="flat")(x)
+    x = L.Dropout(0.5, name="drop")(x)
+    x = L.Dense(16, activation="relu", name="fc")(x)
+    out = L.Dense(4, activation="softmax", name="pred")(x)
+    return keras.Model(i, out, name="listed_layers")
+
+
+# The models the export tests convert; with listed_layers_model they use every computing
+# layer class of the registry and every activation quantizer role.
+OP_MODELS = [residual_model, ops_model, inception_model, densenet_model]
+EVERY_LAYER_MODELS = [*OP_MODELS, listed_layers_model]
 
 
 @pytest.fixture

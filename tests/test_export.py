@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import faq_tf
-from conftest import residual_model
+from conftest import OP_MODELS, densenet_model, residual_model
 from export_tflite import ExportError, TfliteFormatError, convert, quantize_float_outputs, read_model, verify
 from export_tflite.evaluate import TfliteRunner, compare
 from export_tflite.evaluate import main as evaluate_main
@@ -36,57 +36,8 @@ def exported(data):
     return out
 
 
-def _ops_model() -> keras.Model:
-    """The layers residual_model lacks: average pooling, depthwise+BN, a signed concat, Dense+ReLU."""
-    i = keras.Input((16, 16, 3), name="image")
-    x = L.Conv2D(8, 3, padding="same", name="conv")(i)
-    x = L.BatchNormalization(name="bn")(x)  # signed: no ReLU
-    a = L.AveragePooling2D(2, name="avg")(x)
-    d = L.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name="dw")(x)
-    d = L.BatchNormalization(name="dw_bn")(d)
-    d = L.ReLU(name="dw_relu")(d)
-    x = L.Concatenate(name="concat")([a, d])
-    x = L.Flatten(name="flat")(x)
-    x = L.Dense(16, activation="relu", name="fc")(x)
-    return keras.Model(i, L.Dense(10, name="logits")(x), name="ops")
-
-
-def _inception_model() -> keras.Model:
-    """InceptionV3's mixed0 pattern: convs and a 3x3 'same' average pool read one max-pooled tensor."""
-    i = keras.Input((16, 16, 3), name="image")
-    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(i)
-    x = L.BatchNormalization(scale=False, name="stem_bn")(x)
-    x = L.Activation("relu", name="stem_relu")(x)
-    x = L.MaxPooling2D(3, strides=2, name="pool")(x)
-    branches = []
-    for k, source in enumerate([x, x, L.AveragePooling2D(3, strides=1, padding="same", name="avg")(x)]):
-        b = L.Conv2D(4, 1, use_bias=False, name=f"b{k}")(source)
-        b = L.BatchNormalization(scale=False, name=f"b{k}_bn")(b)
-        branches.append(L.Activation("relu", name=f"b{k}_relu")(b))
-    x = L.Concatenate(name="mixed")(branches)
-    # mixed9's pattern: a concat inside a concat, and an average pool of a concat.
-    pair = [L.Conv2D(4, k, padding="same", activation="relu", name=f"n{k[0]}")(x) for k in ((1, 3), (3, 1))]
-    pool = L.Conv2D(4, 1, activation="relu", name="p_conv")(L.AveragePooling2D(3, 1, "same", name="p_avg")(x))
-    x = L.Concatenate(name="mixed_out")([L.Concatenate(name="nested")(pair), pool])
-    x = L.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(i, L.Dense(10, name="logits")(x), name="inception")
-
-
-def _densenet_model() -> keras.Model:
-    """DenseNet's pattern: BatchNormalization on a concat (standalone, not after a conv)."""
-    i = keras.Input((16, 16, 3), name="image")
-    x = L.Conv2D(8, 3, padding="same", name="stem")(i)
-    for k in range(2):
-        y = L.ReLU(name=f"b{k}_relu")(L.BatchNormalization(name=f"b{k}_bn")(x))  # standalone BN
-        y = L.Conv2D(4, 3, padding="same", use_bias=False, name=f"b{k}_conv")(y)
-        x = L.Concatenate(name=f"b{k}_concat")([x, y])
-    x = L.ReLU(name="final_relu")(L.BatchNormalization(name="final_bn")(x))
-    x = L.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(i, L.Dense(10, name="logits")(x), name="densenet")
-
-
 @pytest.mark.parametrize("precision", ["w8a8", "w4a4"])
-@pytest.mark.parametrize("build", [residual_model, _ops_model, _inception_model, _densenet_model])
+@pytest.mark.parametrize("build", OP_MODELS)
 def test_integer_model_computes_what_keras_computes(data, precision, build):
     """Every op of the integer model (XNNPACK, LiteRT's default) matches Keras bit for bit."""
     # Random BN statistics, so that the BN multipliers and offsets are not trivial.
@@ -104,7 +55,7 @@ def test_integer_model_computes_what_keras_computes(data, precision, build):
     tflite, keras_logits = runner(data), reference.predict(data, verbose=0)
     np.testing.assert_array_equal(tflite, keras_logits)
     ops = {op.name for op in read_model(content).ops}
-    assert build is not _densenet_model or "DEPTHWISE_CONV_2D" in ops  # standalone BN: 1x1 depthwise
+    assert build is not densenet_model or "DEPTHWISE_CONV_2D" in ops  # standalone BN: 1x1 depthwise
     # The tie rules matter: with FakeQuant's ties-up everywhere (as traced for export) the two differ.
     with export_trace():
         untied = reference(data, training=False).numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import faq_tf
-from conftest import residual_model
+from conftest import listed_layers_model, residual_model
 from faq_tf import graph, introspect, policy, registry
 from faq_tf.compat import keras, tf, tfmot
 from faq_tf.quantizers import Rounding, WeightQuantizer, weight_exponent
@@ -288,23 +288,7 @@ def test_summary_lists_layers_bits_and_exponents(model, images):
 
 
 def test_every_listed_layer_type(images, capsys):
-    i = keras.Input((16, 16, 3))
-    x = L.Rescaling(2.0, offset=-1.0, name="rescale")(i)
-    norm = L.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 4.0], name="norm")
-    x = norm(x)
-    x = L.ZeroPadding2D(1, name="pad")(x)
-    x = L.Conv2D(8, 3, name="conv")(x)
-    x = L.BatchNormalization(scale=False, name="bn")(x)  # InceptionV3 style
-    x = L.ReLU(6.0, name="relu6")(x)
-    x = L.AveragePooling2D(name="avg")(x)
-    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
-    x = L.Activation("relu6", name="act6")(x)
-    x = L.Reshape((8, 8, 8), name="reshape")(x)
-    x = L.Flatten(name="flat")(x)
-    x = L.Dropout(0.5, name="drop")(x)
-    x = L.Dense(16, activation="relu", name="fc")(x)
-    out = L.Dense(4, activation="softmax", name="pred")(x)
-    m = keras.Model(i, out)
+    m = listed_layers_model()
     qat = faq_tf.quantize_model(m, "w4a4", images, verbose=True)
     bits = _bits(qat)
     assert bits[("rescale", "output")] == (8, True)  # signed: [-1, 1)

@@ -6,6 +6,8 @@ import re
 import numpy as np
 import pytest
 
+import faq_tf
+from conftest import EVERY_LAYER_MODELS
 from faq_tf import policy, tracing
 from faq_tf import quantizers as Q
 from faq_tf.compat import keras, tf
@@ -140,6 +142,67 @@ def test_packed_sub8bit_weights_trace_the_same_values():
             packed = Q.fake_quant(x, 4, -2.0, True, per_channel=per_channel, weight=True).numpy()
         np.testing.assert_array_equal(packed, stored)
         np.testing.assert_array_equal(stored, [[-1.75, -0.25, 0.0, 0.0, 0.5, 1.75, 1.75]])
+
+
+def _value_and_gradient(x: tf.Variable, fn):
+    with tf.GradientTape() as tape:
+        y = fn(x)
+        loss = tf.reduce_sum(y * tf.range(1.0, 1.0 + tf.size(y, out_type=tf.float32)))
+    return y.numpy(), tape.gradient(loss, x).numpy()
+
+
+def _op_types(fn, x) -> set[str]:
+    return {op.type for op in tf.function(fn).get_concrete_function(x).graph.get_operations()}
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("rounding", list(Q.Rounding))
+def test_training_form_of_low_bit_activations_is_the_convertible_form(bits, rounding):
+    """Outside export_trace an unsigned b-bit activation is one b-bit FakeQuant: same values, same gradient."""
+    rng = np.random.RandomState(bits)
+    for l in (-6.0, -2.0, 0.0, 3.0):
+        step, q_max = 2.0**l, 2**bits - 1
+        ties = (np.arange(-2, q_max + 3) + 0.5) * step  # every tie, below, inside and above the range
+        edges = np.array([0.0, -0.0, q_max * step, (q_max + 0.49) * step, -step, -1e-9, 1e30, -1e30])
+        x = tf.Variable(
+            np.concatenate([ties, edges, rng.normal(q_max * step / 2, q_max * step, 200)]), dtype=tf.float32
+        )
+
+        def quantize(t, l=l):
+            return Q.fake_quant(t, bits, l, signed=False, rounding=rounding)
+
+        fast = _value_and_gradient(x, quantize)
+        with tracing.export_trace():
+            convertible = _value_and_gradient(x, quantize)
+            assert "Minimum" in _op_types(quantize, x)  # clip + 8-bit FakeQuant
+        assert "Minimum" not in _op_types(quantize, x)  # the fast form is what training traces
+        np.testing.assert_array_equal(fast[0], convertible[0])
+        np.testing.assert_array_equal(fast[1], convertible[1])
+
+
+def _training_step(model, x, y):
+    """Loss, logits and gradients of one training-mode pass, leaving the model's state as it was."""
+    state = model.get_weights()  # a training pass moves BN statistics and the weight exponents
+    keras.utils.set_random_seed(3)  # the same dropout mask in both passes
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.reduce_mean(tf.square(logits - tf.one_hot(y, logits.shape[-1])))
+    grads = tape.gradient(loss, model.trainable_weights)
+    model.set_weights(state)
+    return [loss.numpy(), logits.numpy()] + [g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("build", EVERY_LAYER_MODELS)
+def test_training_step_computes_what_the_convertible_graph_computes(build, images):
+    """A w4a4 training step gives the same loss, outputs and gradients with either activation form."""
+    qat = faq_tf.quantize_model(build(), "w4a4", images, verbose=False)
+    x, y = images[:16], np.arange(16) % qat.output_shape[-1]
+    fast = _training_step(qat, x, y)
+    with tracing.export_trace():
+        convertible = _training_step(qat, x, y)
+    assert len(fast) == len(convertible) > 2
+    for a, b in zip(fast, convertible):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("bits,l,signed,x,expected", _rows(WEIGHT, max_bits=Q.MAX_BITS))
