@@ -1,16 +1,27 @@
-"""Training step time of fp32 vs FAQ fine-tuning (w8a8, w4a4) vs tfmot QAT, interleaved in one run.
+"""Training step time and peak memory: fp32 vs FAQ (w8a8, w4a4) vs tfmot QAT, side by side.
 
-Builds the same model once per variant (fp32; FAQ w8a8, w4a4; tfmot's default 8-bit and
-n-bit 4/4 QAT), then times `Trainer.train_update` for each in round-robin blocks on the
-same batches, so machine noise hits all of them alike.
-Reports the median step time, the ratio to fp32 and the implied seconds per epoch.
+Builds the same model once per variant, then times `Trainer.train_update` for each in
+round-robin blocks on the same batches, so machine noise hits all of them alike. A
+variant is a precision (fp32, w8a8, w4a4, tfmot_int8, tfmot_w4a4, ...), optionally with
+"+xla" for `Trainer(jit_compile=True)`. Reported per variant: the median step time, its
+ratio to fp32 in the same mode (graph or XLA) and to the faster fp32 mode, the implied
+seconds per epoch, and the peak memory of a process that trains that variant alone
+(GPU: TensorFlow's peak device memory; CPU: the process's peak resident set).
 
 Usage: python -m benchmarks.step_time [--model small_resnet] [--batch_size 128] [--rounds 15]
+           [--variants fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4,fp32+xla,w8a8+xla,w4a4+xla]
+Writes --out (JSON) and the same name with .md (the table).
 """
+
+from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -23,6 +34,126 @@ from faq_tf.data import get_source, make_input
 from faq_tf.models import build_model
 from faq_tf.training import Trainer
 
+DEFAULT_VARIANTS = "fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4,fp32+xla,w8a8+xla,w4a4+xla"
+XLA = "+xla"
+
+
+def _parse_variant(variant: str) -> tuple[str, bool]:
+    """'w4a4+xla' -> ('w4a4', True)."""
+    if variant.endswith(XLA):
+        return variant[: -len(XLA)], True
+    return variant, False
+
+
+def _trainers(args: argparse.Namespace, variants: list[str]) -> tuple[dict[str, tuple], int]:
+    """One Trainer and batch iterator per variant, each traced once; and the steps per epoch."""
+    source = get_source(args.dataset)
+    strategy = tf.distribute.get_strategy()
+    base, spec = build_model(args.model, source.num_classes)
+    train = make_input(source, "train", args.batch_size, tuple(base.input_shape[1:]), spec.preprocess)
+    calib = train.map(lambda x, y: x).take(5)
+    result = {}
+    for variant in variants:
+        precision, jit = _parse_variant(variant)
+        if precision == "fp32":
+            model = keras.models.clone_model(base)
+        elif is_tfmot_baseline(precision):
+            model = tfmot_quantize(base, precision)
+        else:
+            model = faq_tf.quantize_model(base, precision, calib, verbose=False)
+        opt = keras.optimizers.SGD(1e-4, momentum=0.9)
+        opt.build(model.trainable_variables)
+        trainer = Trainer(model, opt, strategy, args.batch_size, weight_decay=5e-5, jit_compile=jit)
+        it = iter(train.repeat())
+        trainer.train_update(it, 1, 1e-4)  # trace (and compile)
+        result[variant] = (trainer, it)
+    return result, source.num_train // args.batch_size
+
+
+def _peak_memory_mib() -> tuple[float, str]:
+    """This process's peak memory: the GPU's when there is one, else the resident set."""
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "GPU peak (MiB)"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak RSS (MiB)"
+
+
+def _memory_child(args: argparse.Namespace) -> None:
+    """Trains one variant for a few steps and prints its peak memory as the last line."""
+    trainers, _ = _trainers(args, [args.memory_of])
+    trainer, it = trainers[args.memory_of]
+    for _ in range(args.steps_per_round):
+        trainer.train_update(it, 1, 1e-4)
+    peak, what = _peak_memory_mib()
+    print(json.dumps({"peak_mib": round(peak, 1), "what": what}))
+
+
+def _peak_memory(args: argparse.Namespace, variant: str) -> dict:
+    """The peak memory of a fresh process that trains `variant` alone."""
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.step_time",
+        f"--memory_of={variant}",
+        f"--model={args.model}",
+        f"--dataset={args.dataset}",
+        f"--batch_size={args.batch_size}",
+        f"--steps_per_round={args.steps_per_round}",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"measuring the memory of {variant} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Times every variant interleaved, then measures each one's peak memory."""
+    variants = args.variants.split(",")
+    if not any(_parse_variant(v)[0] == "fp32" for v in variants):
+        raise SystemExit("step_time: error: --variants needs fp32 (or fp32+xla): every ratio is to fp32")
+    trainers, steps_per_epoch = _trainers(args, variants)
+    times = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for variant, (trainer, it) in trainers.items():
+            start = time.perf_counter()
+            for _ in range(args.steps_per_round):
+                trainer.train_update(it, 1, 1e-4)
+            times[variant].append((time.perf_counter() - start) / args.steps_per_round)
+    median = {v: statistics.median(t) for v, t in times.items()}
+    fp32 = {jit: median[v] for v in variants for p, jit in [_parse_variant(v)] if p == "fp32"}
+    fastest_fp32 = min(fp32.values())
+    memory = {v: _peak_memory(args, v) for v in variants} if args.memory else {}
+    return {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps_per_round,
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+        "median_step_ms": {v: round(m * 1000, 2) for v, m in median.items()},
+        "ratio_to_fp32_same_mode": {
+            v: round(m / fp32.get(_parse_variant(v)[1], fastest_fp32), 3) for v, m in median.items()
+        },
+        "ratio_to_fastest_fp32": {v: round(m / fastest_fp32, 3) for v, m in median.items()},
+        "seconds_per_epoch": {v: round(m * steps_per_epoch, 1) for v, m in median.items()},
+        "spread_ms": {v: [round(float(np.percentile(t, q)) * 1000, 1) for q in (10, 90)] for v, t in times.items()},
+        "peak_memory_mib": {v: m["peak_mib"] for v, m in memory.items()},
+        "memory_measure": next(iter(memory.values()))["what"] if memory else None,
+    }
+
+
+def markdown(result: dict) -> str:
+    """The result as a Markdown table."""
+    what = result["memory_measure"] or "peak memory (MiB)"
+    lines = [
+        f"| variant | median step (ms) | vs fp32 (same mode) | vs fastest fp32 | s / epoch | {what} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v, ms in result["median_step_ms"].items():
+        lines.append(
+            f"| {v} | {ms} | {result['ratio_to_fp32_same_mode'][v]:.2f}x | {result['ratio_to_fastest_fp32'][v]:.2f}x "
+            f"| {result['seconds_per_epoch'][v]} | {result['peak_memory_mib'].get(v, '-')} |"
+        )
+    return "\n".join(lines) + "\n"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,55 +162,23 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps_per_round", type=int, default=10)
-    parser.add_argument("--variants", default="fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS)
+    parser.add_argument(
+        "--memory", action=argparse.BooleanOptionalAction, default=True, help="Peak memory per variant."
+    )
+    parser.add_argument("--memory_of", default=None, help=argparse.SUPPRESS)  # the child process of --memory
     parser.add_argument("--out", default="runs/step_time.json")
     args = parser.parse_args()
-
-    source = get_source(args.dataset)
-    strategy = tf.distribute.get_strategy()
-    base, spec = build_model(args.model, source.num_classes)
-    shape = tuple(base.input_shape[1:])
-    train = make_input(source, "train", args.batch_size, shape, spec.preprocess)
-    calib = train.map(lambda x, y: x).take(5)
-    variants = {}
-    for precision in args.variants.split(","):
-        if is_tfmot_baseline(precision):
-            model = tfmot_quantize(base, precision)
-        else:
-            model = faq_tf.quantize_model(base, precision, calib, verbose=False)
-        opt = keras.optimizers.SGD(1e-4, momentum=0.9)
-        opt.build(model.trainable_variables)
-        trainer = Trainer(model, opt, strategy, args.batch_size, weight_decay=5e-5)
-        it = iter(train.repeat())
-        trainer.train_update(it, 1, 1e-4)  # trace
-        variants[precision] = (trainer, it, [])
-    for _ in range(args.rounds):
-        for _precision, (trainer, it, times) in variants.items():
-            start = time.perf_counter()
-            for _ in range(args.steps_per_round):
-                trainer.train_update(it, 1, 1e-4)
-            times.append((time.perf_counter() - start) / args.steps_per_round)
-    steps_per_epoch = source.num_train // args.batch_size
-    fp32 = statistics.median(variants["fp32"][2])
-    result = {
-        "model": args.model,
-        "batch_size": args.batch_size,
-        "rounds": args.rounds,
-        "steps_per_round": args.steps_per_round,
-        "median_step_ms": {p: round(statistics.median(v[2]) * 1000, 2) for p, v in variants.items()},
-        "ratio_to_fp32": {p: round(statistics.median(v[2]) / fp32, 3) for p, v in variants.items()},
-        "seconds_per_epoch": {p: round(statistics.median(v[2]) * steps_per_epoch, 1) for p, v in variants.items()},
-        "spread_ms": {
-            p: [round(float(np.percentile(v[2], q)) * 1000, 1) for q in (10, 90)] for p, v in variants.items()
-        },
-    }
+    if args.memory_of:
+        _memory_child(args)
+        return
+    result = measure(args)
+    table = markdown(result)
     write_json(args.out, result)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(table)
     print(json.dumps(result, indent=1))
-    print("\n| precision | median step (ms) | ratio to fp32 | s / epoch |\n|---|---|---|---|")
-    for p in variants:
-        print(
-            f"| {p} | {result['median_step_ms'][p]} | {result['ratio_to_fp32'][p]} | {result['seconds_per_epoch'][p]} |"
-        )
+    print("\n" + table)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 
+from benchmarks import step_time
 from benchmarks.common import BASELINE, FLAGS, ROOT, logger, read_metrics, run_faq_train, write_report
 
 # name -> (flagfile, precision override or None, label)
@@ -278,10 +279,7 @@ def main() -> None:
     lines += ["", "| .tflite | size vs fp32 | latency vs fp32 (batch 1, 1 thread) |", "|---|---|---|"]
     for name, r in deploy["inference"].items():
         lines.append(f"| {name} | {r['size_vs_fp32']:.3f}x | {r['latency_vs_fp32']:.3f}x |")
-    lines += ["", "| fine-tuning | step (ms) | vs fp32 |", "|---|---|---|"]
-    for name, ms in steps["median_step_ms"].items():
-        lines.append(f"| {name} | {ms} | {steps['ratio_to_fp32'][name]:.2f}x |")
-    md = "\n".join(lines) + "\n"
+    md = "\n".join(lines) + "\n\n" + step_time.markdown(steps)
     result = {"table": table, "deploy": deploy, "step_time": steps, "plots": plots, "seeds": seeds}
     write_report(out, "bench", result, md)
     _log(f"wrote {out}/bench.md, bench.json and {', '.join(os.path.basename(p) for p in plots)}")

@@ -17,6 +17,7 @@ from conftest import image_folder as _image_folder
 from conftest import tiny_run_config as _config
 from faq_tf.compat import keras, tf
 from faq_tf.training import TrainConfig, Trainer, run
+from faq_tf.training.trainer import distillation_loss
 
 L = keras.layers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +36,7 @@ def _data(n=64):
     return rng.rand(n, 6, 6, 1).astype("float32"), rng.randint(0, 3, n).astype("int64")
 
 
-def _train(strategy, batch, n, precision="fp32", updates=2, weight_decay=1e-3):
+def _train(strategy, batch, n, precision="fp32", updates=2, weight_decay=1e-3, **trainer_kw):
     x, y = _data()
     with strategy.scope():
         model = _mlp()
@@ -43,7 +44,7 @@ def _train(strategy, batch, n, precision="fp32", updates=2, weight_decay=1e-3):
             model = faq_tf.quantize_model(model, precision, x, verbose=False)
         opt = keras.optimizers.SGD(0.1, momentum=0.9)
         opt.build(model.trainable_variables)
-        trainer = Trainer(model, opt, strategy, batch, weight_decay=weight_decay)
+        trainer = Trainer(model, opt, strategy, batch, weight_decay=weight_decay, **trainer_kw)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch // strategy.num_replicas_in_sync)
     if strategy.num_replicas_in_sync == 1:
         it = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)))
@@ -71,6 +72,89 @@ def test_mirrored_on_two_cpus_equals_one_device():
     one = _train(tf.distribute.get_strategy(), batch=16, n=2, precision="w8a8")
     for a, b in zip(two, one):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_jit_compiled_step_trains_like_the_graph_step():
+    default = tf.distribute.get_strategy()
+    for precision in ("fp32", "w4a4"):
+        graph = _train(default, batch=16, n=2, precision=precision)
+        xla = _train(default, batch=16, n=2, precision=precision, jit_compile=True)
+        for a, b in zip(graph, xla):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(graph[0], _train(default, batch=16, n=2, precision="w4a4", updates=0)[0])
+
+
+def test_distillation_loss_is_temperature_scaled_kl():
+    t = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]], np.float32)
+    s = np.array([[1.0, 1.0, 0.0], [0.5, -0.5, 1.0]], np.float32)
+    for temperature in (1.0, 4.0):
+        p = np.exp(t / temperature) / np.exp(t / temperature).sum(-1, keepdims=True)
+        q = np.exp(s / temperature) / np.exp(s / temperature).sum(-1, keepdims=True)
+        expected = temperature**2 * (p * np.log(p / q)).sum(-1)
+        np.testing.assert_allclose(distillation_loss(t, s, temperature).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(distillation_loss(t, t).numpy(), [0.0, 0.0], atol=1e-6)
+
+
+def _one_update(model, teacher, distill, x, y, lr=0.1):
+    opt = keras.optimizers.SGD(lr)
+    opt.build(model.trainable_variables)
+    trainer = Trainer(model, opt, tf.distribute.get_strategy(), len(x), teacher=teacher, distill=distill)
+    trainer.train_update(iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))), 1, lr)
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def test_distillation_mixes_the_losses_by_alpha():
+    x, y = _data(16)
+    teacher = _mlp(seed=1)
+    # alpha = 0.5: one SGD step on 0.5 x cross-entropy + 0.5 x KL(teacher || student).
+    model = _mlp()
+    before = [v.numpy() for v in model.trainable_variables]
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        ce = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        loss = tf.reduce_mean(0.5 * ce + 0.5 * distillation_loss(teacher(x), logits))
+    grads = tape.gradient(loss, model.trainable_variables)
+    after = _one_update(model, teacher, 0.5, x, y)
+    for w0, g, w1 in zip(before, grads, after):
+        np.testing.assert_allclose(w1, w0 - 0.1 * g.numpy(), rtol=1e-5, atol=1e-6)
+    # alpha = 1 with a teacher equal to the student: the loss is at its minimum, nothing moves.
+    model, twin = _mlp(), _mlp()
+    before = [v.numpy() for v in model.trainable_variables]
+    for w0, w1 in zip(before, _one_update(model, twin, 1.0, x, y)):
+        np.testing.assert_allclose(w1, w0, atol=1e-7)
+    # alpha = 0: the teacher is ignored.
+    plain, ignored = _one_update(_mlp(), None, 0.0, x, y), _one_update(_mlp(), teacher, 0.0, x, y)
+    for a, b in zip(plain, ignored):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"distill": 1.5, "teacher": "model"}, r"distill must be in \[0, 1\], got 1.5"),
+        ({"distill": 0.5}, "distill=0.5 needs a teacher model"),
+        ({"distill": 0.5, "teacher": "model", "distill_temperature": 0.0}, "distill_temperature must be > 0"),
+    ],
+)
+def test_distillation_arguments_are_checked(kw, match):
+    model = _mlp()
+    if kw.get("teacher") == "model":
+        kw["teacher"] = model
+    with pytest.raises(ValueError, match=match):
+        Trainer(model, keras.optimizers.SGD(0.1), tf.distribute.get_strategy(), 8, **kw)
+
+
+def test_distilled_xla_run_from_an_fp32_run(tmp_path):
+    """faq-train's distill and jit_compile options, end to end: fp32 run, then w4a4 distilled from it."""
+    run(_config(tmp_path / "fp32", precision="fp32", epochs=1, steps_per_epoch=3))
+    weights = str(tmp_path / "fp32" / "run" / "model.h5")
+    cfg = _config(tmp_path, pretrained=weights, precision="w4a4", epochs=1, steps_per_epoch=2)
+    final = run(dataclass_replace(cfg, distill=0.7, distill_temperature=2.0, jit_compile=True))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert np.isfinite(metrics["epochs"][0]["train_loss"]) and 0 <= final["test_top1"] <= 100
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["distill"], config["distill_temperature"], config["jit_compile"]) == (0.7, 2.0, True)
+    assert faq_tf.quantized_tensors(faq_tf.load_model(tmp_path / "run" / "model.h5"))
 
 
 def test_batch_not_divisible_by_replicas():
@@ -186,6 +270,10 @@ def dataclass_replace(cfg, **kw):
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"calibration_percentile": 0.0}, "percentile must be in"),
         ({"calibration_percentile": 100.5}, "percentile must be in"),
+        ({"distill": 1.5}, r"distill must be in \[0, 1\], got 1.5"),
+        ({"distill": 0.5, "pretrained": "w.h5", "distill_temperature": -1.0}, "distill_temperature must be > 0"),
+        ({"distill": 0.5, "pretrained": "w.h5", "precision": "fp32"}, "distill=0.5 teaches a faq_tf quantized"),
+        ({"distill": 0.5}, "distill=0.5 needs trained fp32 weights"),
     ],
 )
 def test_bad_configs(tmp_path, kw, match):
@@ -294,3 +382,18 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
     assert f"Checkpoint {latest} is unreadable" in text
     assert "Resuming from" in text and "(epoch 1, update 0)" in text  # the epoch-1 checkpoint
     assert final["epoch"] == 2
+
+
+def test_step_time_benchmark_reports_time_and_memory_per_variant(tmp_path):
+    """benchmarks.step_time side by side: every variant timed, fp32 the unit, memory from a fresh process."""
+    out = tmp_path / "step_time.json"
+    argv = [sys.executable, "-m", "benchmarks.step_time", f"--dataset=folder:{_image_folder(tmp_path)}"]
+    argv += ["--batch_size=8", "--rounds=2", "--steps_per_round=2", "--variants=fp32,w4a4+xla", f"--out={out}"]
+    subprocess.run(argv, check=True, cwd=REPO, capture_output=True)
+    result = json.loads(out.read_text())
+    assert set(result["median_step_ms"]) == {"fp32", "w4a4+xla"}
+    assert result["ratio_to_fastest_fp32"]["fp32"] == 1.0 and result["ratio_to_fp32_same_mode"]["fp32"] == 1.0
+    assert result["ratio_to_fp32_same_mode"]["w4a4+xla"] > 0
+    assert all(m > 100 for m in result["peak_memory_mib"].values())  # TensorFlow alone takes more
+    table = (tmp_path / "step_time.md").read_text()
+    assert "| w4a4+xla |" in table and result["memory_measure"] in table

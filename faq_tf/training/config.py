@@ -51,6 +51,16 @@ def _fraction(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
+def _unit_interval(name: str, value: Any) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def _positive_float(name: str, value: Any) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
 def _percentile(name: str, value: Any) -> None:
     check_percentile(value)
 
@@ -131,6 +141,15 @@ class TrainConfig:
     weight_decay: float = _option(0.0, "Weight decay.", _fraction)
     decoupled_weight_decay: bool = _option(False, "Decoupled instead of PyTorch-style L2.")
     momentum: float = _option(0.9, "SGD momentum.", _fraction)
+    # beyond the paper (opt-in)
+    distill: float = _option(
+        0.0,
+        "Distil from the fp32 model FAQ starts from: weight alpha of the distillation loss "
+        "(0 = the paper's cross-entropy only).",
+        _unit_interval,
+    )
+    distill_temperature: float = _option(1.0, "Softmax temperature of the distillation loss.", _positive_float)
+    jit_compile: bool = _option(False, "Compile the forward and backward pass with XLA.")
     # run
     strategy: str = _option("default", "tf.distribute.", choices=STRATEGIES)
     model_dir: str = _option("runs/faq", "Output and checkpoint folder; rerun to resume.", _non_empty)
@@ -156,6 +175,16 @@ class TrainConfig:
             raise ValueError(
                 "diagnostics=grad_noise measures the noise faq_tf's weight quantizers add; use a faq_tf "
                 f"precision such as w8a8 or w4a4, not {self.precision!r}."
+            )
+        if self.distill and (self.precision == "fp32" or is_tfmot_baseline(self.precision)):
+            raise ValueError(
+                f"distill={self.distill} teaches a faq_tf quantized model from its fp32 start; use a "
+                f"precision such as w8a8 or w4a4 (not {self.precision!r}), or distill=0."
+            )
+        if self.distill and self.pretrained == "none":
+            raise ValueError(
+                f"distill={self.distill} needs trained fp32 weights to distil from; set --pretrained "
+                "(imagenet or a weights file), or distill=0."
             )
         self.lr_schedule_fn()  # validates the schedule
         self.batch_schedule_obj().check(self.batch_size)

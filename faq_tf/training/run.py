@@ -145,16 +145,34 @@ def build(config: TrainConfig, strategy: tf.distribute.Strategy) -> Job:
     with strategy.scope():
         model, spec = build_model(config.model, source.num_classes, config.pretrained, config.image_size)
         data = RunData(source, tuple(model.input_shape[1:]), spec.preprocess, config.batch_size, config.seed)
+        teacher = _teacher(model) if config.distill else None
         model = _quantize(model, config, data, verbose=chief)
         optimizer = keras.optimizers.SGD(learning_rate=config.lr_schedule_fn()(0), momentum=config.momentum)
         optimizer.build(model.trainable_variables)
         trainer = Trainer(
-            model, optimizer, strategy, config.batch_size, config.weight_decay, config.decoupled_weight_decay
+            model,
+            optimizer,
+            strategy,
+            config.batch_size,
+            config.weight_decay,
+            config.decoupled_weight_decay,
+            teacher=teacher,
+            distill=config.distill,
+            distill_temperature=config.distill_temperature,
+            jit_compile=config.jit_compile,
         )
         state = RunState(model, optimizer, write_dir, config.model_dir, config.checkpoint_every_steps)
     restored = state.restore()
     records = RunRecords(config, model, write_dir if chief else None, state.epoch if restored else None)
     return Job(config, strategy, chief, write_dir, data, data.test(strategy), model, trainer, state, records)
+
+
+def _teacher(model: keras.Model) -> keras.Model:
+    """A frozen copy of the fp32 model, before quantization, to distil from."""
+    teacher = keras.models.clone_model(model)
+    teacher.set_weights(model.get_weights())
+    teacher.trainable = False
+    return teacher
 
 
 def _quantize(model: keras.Model, config: TrainConfig, data: RunData, verbose: bool) -> keras.Model:

@@ -6,6 +6,13 @@ the global batch n x B, via `tf.nn.compute_average_loss`) into per-replica
 accumulators, then applies the accumulated gradient once. n = 1 is ordinary SGD;
 n > 1 is the paper's virtual batch (footnote 6), equal to one step on a batch of n x B.
 
+Distillation (opt-in, beyond the paper): with a `teacher` (the fp32 model FAQ started
+from) and `distill` = alpha > 0, each example's loss is (1 - alpha) x cross-entropy +
+alpha x `distillation_loss` between the teacher's and the student's logits.
+
+`jit_compile=True` compiles the forward and backward pass with XLA; the accumulation,
+the update and the metrics stay in the ordinary graph.
+
 Weight decay: `coupled` (default) adds wd * w to the gradient, which is what PyTorch's
 `SGD(weight_decay=...)` does and so what the paper's runs used; `decoupled` shrinks
 the weights by lr * wd after the update (AdamW style). Both apply to every trainable
@@ -22,7 +29,7 @@ from absl import logging
 
 from faq_tf.compat import keras, tf
 
-__all__ = ["EpochStats", "Trainer", "check_divisible", "get_strategy"]
+__all__ = ["EpochStats", "Trainer", "check_divisible", "distillation_loss", "get_strategy"]
 
 
 def check_divisible(global_batch_size: int, strategy: tf.distribute.Strategy) -> None:
@@ -54,12 +61,33 @@ def get_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"Unknown strategy {name!r}: use default, mirrored, multi_worker or tpu")
 
 
+def distillation_loss(teacher_logits: tf.Tensor, student_logits: tf.Tensor, temperature: float = 1.0) -> tf.Tensor:
+    """Per-example knowledge-distillation loss T^2 x KL(softmax(t / T) || softmax(s / T)).
+
+    The T^2 factor keeps the gradient's size independent of T (Hinton et al., 2015), so
+    the mixing weight means the same at every temperature.
+
+    Args:
+      teacher_logits: [batch, classes] logits of the teacher (no gradient flows into them).
+      student_logits: [batch, classes] logits of the model being trained.
+      temperature: T > 0.
+
+    Returns:
+      A [batch] float32 tensor.
+    """
+    t = tf.stop_gradient(tf.cast(teacher_logits, tf.float32)) / temperature
+    s = tf.cast(student_logits, tf.float32) / temperature
+    log_p = tf.nn.log_softmax(t)
+    kl = tf.reduce_sum(tf.exp(log_p) * (log_p - tf.nn.log_softmax(s)), axis=-1)
+    return temperature**2 * kl
+
+
 @dataclasses.dataclass(frozen=True)
 class EpochStats:
     """What one `Trainer.train_epoch` call measured.
 
     Attributes:
-      train_loss: mean training loss over its updates.
+      train_loss: mean training loss over its updates (with distillation, the mixed loss).
       train_top1: training top-1 in percent.
       seconds: wall time of the loop.
       images: images processed (updates x virtual batch).
@@ -85,9 +113,14 @@ class Trainer:
       global_batch_size: real batch summed over replicas (B).
       weight_decay: the decay factor.
       decoupled_weight_decay: see the module docstring.
+      teacher: the model to distil from (its logits for the same batch), or None.
+      distill: alpha in [0, 1], the weight of the distillation loss (needs a teacher when > 0).
+      distill_temperature: T of `distillation_loss`.
+      jit_compile: compile the forward and backward pass with XLA.
 
     Raises:
-      ValueError: if `global_batch_size` does not divide over the replicas.
+      ValueError: if `global_batch_size` does not divide over the replicas, or a
+        distillation argument is out of range.
     """
 
     def __init__(
@@ -98,8 +131,23 @@ class Trainer:
         global_batch_size: int,
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
+        *,
+        teacher: keras.Model | None = None,
+        distill: float = 0.0,
+        distill_temperature: float = 1.0,
+        jit_compile: bool = False,
     ):
         check_divisible(global_batch_size, strategy)
+        if not 0.0 <= distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {distill}")
+        if distill and teacher is None:
+            raise ValueError(f"distill={distill} needs a teacher model to distil from")
+        if not distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0, got {distill_temperature}")
+        self.teacher = teacher if distill else None
+        self.distill = float(distill)
+        self.distill_temperature = float(distill_temperature)
+        self._gradients_fn = tf.function(self._gradients, jit_compile=True) if jit_compile else self._gradients
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
@@ -128,17 +176,30 @@ class Trainer:
         self._eval_fn = None
 
     # -- replica functions ------------------------------------------------------------
-    def _accumulate(self, images, labels, scale):
+    def _loss(self, images, labels, logits):
+        """Per-example loss: cross-entropy, mixed with distillation when it is on."""
+        per_example = self.loss_fn(labels, logits)
+        if self.teacher is not None:
+            teacher_logits = self.teacher(images, training=False)
+            kd = distillation_loss(teacher_logits, logits, self.distill_temperature)
+            per_example = (1.0 - self.distill) * per_example + self.distill * kd
+        return per_example
+
+    def _gradients(self, images, labels, scale):
+        """The forward and backward pass (XLA-compiled with jit_compile)."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
-            per_example = self.loss_fn(labels, logits)
+            per_example = self._loss(images, labels, logits)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
             if self.weight_decay and not self.decoupled:
                 l2 = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
                 loss += tf.nn.scale_regularization_loss(0.5 * self.weight_decay * l2)
             loss *= scale
-        grads = tape.gradient(loss, variables)
+        return tape.gradient(loss, variables), per_example, logits
+
+    def _accumulate(self, images, labels, scale):
+        grads, per_example, logits = self._gradients_fn(images, labels, scale)
         for acc, g in zip(self.accumulators, grads):
             acc.assign_add(g)
         self.train_loss.update_state(tf.reduce_mean(per_example))
