@@ -30,7 +30,8 @@ class Variant:
     flags: tuple[str, ...] = ()
 
 
-# Table 2's knobs, on the Fashion-MNIST w4a4 flagfile (a CPU-sized version of the paper's study).
+# Table 2's knobs, on the Fashion-MNIST w4a4 flagfile (a CPU-sized version of the paper's study),
+# then the opt-in levers beyond the paper.
 PRESETS: dict[str, tuple[Variant, ...]] = {
     "fashion_mnist": (
         Variant("base"),
@@ -40,6 +41,8 @@ PRESETS: dict[str, tuple[Variant, ...]] = {
         Variant("weight decay 5e-4", ("--weight_decay=0.0005",)),
         Variant("no calibration", ("--calibrate=false",)),
         Variant("no pretrained weights", ("--pretrained=none",)),
+        # Beyond the paper: opt-in levers.
+        Variant("distill from fp32 (alpha 0.5, T 2)", ("--distill=0.5", "--distill_temperature=2")),
     ),
 }
 
