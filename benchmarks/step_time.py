@@ -6,7 +6,7 @@ variant is a precision (fp32, w8a8, w4a4, tfmot_int8, tfmot_w4a4, ...), optional
 "+xla" for `Trainer(jit_compile=True)`. Reported per variant: the median step time, its
 ratio to fp32 in the same mode (graph or XLA) and to the faster fp32 mode, the implied
 seconds per epoch, and the peak memory of a process that trains that variant alone
-(GPU: TensorFlow's peak device memory; CPU: the process's peak resident set).
+(GPU: TensorFlow's peak device memory; CPU: the largest resident set during its steps).
 
 Usage: python -m benchmarks.step_time [--model small_resnet] [--batch_size 128] [--rounds 15]
            [--variants fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4,fp32+xla,w8a8+xla,w4a4+xla]
@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -70,20 +70,51 @@ def _trainers(args: argparse.Namespace, variants: list[str]) -> tuple[dict[str, 
     return result, source.num_train // args.batch_size
 
 
-def _peak_memory_mib() -> tuple[float, str]:
-    """This process's peak memory: the GPU's when there is one, else the resident set."""
-    if tf.config.list_physical_devices("GPU"):
-        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "GPU peak (MiB)"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak RSS (MiB)"
+def _resident_mib() -> float:
+    """The process's current resident set (Linux /proc), in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _PeakSampler(threading.Thread):
+    """Samples the resident set every 2 ms while training steps run; `peak` is the largest."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = _resident_mib()
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.002):
+            self.peak = max(self.peak, _resident_mib())
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.peak
 
 
 def _memory_child(args: argparse.Namespace) -> None:
-    """Trains one variant for a few steps and prints its peak memory as the last line."""
+    """Trains one variant for a few steps and prints its peak memory during them as the last line.
+
+    GPU: TensorFlow's peak device memory over the steps. CPU: the largest resident set
+    sampled during the steps (the process's lifetime peak, `ru_maxrss`, is set by loading
+    the data, the same for every variant).
+    """
     trainers, _ = _trainers(args, [args.memory_of])
     trainer, it = trainers[args.memory_of]
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    if gpu:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    sampler = _PeakSampler()
+    sampler.start()
     for _ in range(args.steps_per_round):
         trainer.train_update(it, 1, 1e-4)
-    peak, what = _peak_memory_mib()
+    peak = sampler.stop()
+    if gpu:
+        peak, what = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "GPU peak (MiB)"
+    else:
+        what = "peak RSS in training (MiB)"
     print(json.dumps({"peak_mib": round(peak, 1), "what": what}))
 
 
