@@ -3,7 +3,7 @@
   python -m benchmarks.keras3_start [--out runs/keras3_start] [--fit_epochs 1]
 
 1. a small network (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU6, Add, Concatenate,
-   pooling, Dropout, Dense) built and trained in plain Keras 3 (`import keras`) with
+   max and average pooling, Flatten, Dropout, Dense) built and trained in plain Keras 3 (`import keras`) with
    `model.fit` on Fashion-MNIST (pixels / 256), saved with `model.save("mine.keras")`;
 2. `faq-train --flagfile=flags/fashion_mnist/w8a8.flags --pretrained=mine.keras`: the file's
    model replaces --model (converted by faq_tf.from_keras3);
@@ -45,9 +45,11 @@ def keras3_model(input_shape=(28, 28, 1), classes=10, width=16):
     x = L.MaxPooling2D(2, name="pool")(x)
     p = L.Conv2D(width, 1, activation="relu", name="pw")(x)
     x = L.Concatenate(name="cat")([x, p])
-    x = L.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
+    x = L.Conv2D(2 * width, 3, padding="same", use_bias=False, name="conv2")(x)
+    x = L.BatchNormalization(name="conv2_bn")(x)
+    x = L.ReLU(name="conv2_relu")(x)
     x = L.AveragePooling2D(2, name="avg")(x)
-    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Flatten(name="flat")(x)
     x = L.Dropout(0.2, name="drop")(x)
     return keras.Model(i, L.Dense(classes, name="logits")(x), name="mine")
 
@@ -76,7 +78,7 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     model3 = keras3_model()
     model3.compile(
-        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
     )
     _log(f"Keras 3 model.fit, {args.fit_epochs} epoch(s)")
     model3.fit(x_train, y_train, batch_size=128, epochs=args.fit_epochs, verbose=2)
