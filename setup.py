@@ -14,6 +14,7 @@ setup(
         # tfmot 0.8.1 needs Keras 2 (tf_keras) and absl-py 1.x; TF and tf_keras move together.
         "tensorflow>=2.16,<2.22",
         "tf-keras>=2.16,<2.22",
+        "keras>=3.0,<4",  # Keras 3: faq_tf.from_keras3 reads users' Keras 3 models and .keras files
         "tensorflow-model-optimization>=0.8.1,<0.9",
         "tensorflow-datasets>=4.9,<5",
         "absl-py>=1.2,<2",

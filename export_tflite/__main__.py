@@ -62,12 +62,20 @@ def _run_config(model_dir: str) -> tuple[str, dict]:
 def _representative_source(args: argparse.Namespace, config: dict):
     """(source, preprocess) of the representative data: --dataset or the run's, or (None, None)."""
     from faq_tf.data.datasets import get_source
-    from faq_tf.models import MODELS
+    from faq_tf.models import MODELS, PREPROCESSING
 
     dataset = args.dataset or config.get("dataset")
     if not dataset:
         return None, None
     name = args.model_name or config.get("model", "small_resnet")
+    chosen = config.get("preprocess", "auto")
+    if not args.model_name and (chosen != "auto" or str(config.get("pretrained", "")).endswith(".keras")):
+        # The run's own choice; a user's .keras model: decided from the model once it is loaded.
+        preprocess = PREPROCESSING.get(chosen)
+        try:
+            return get_source(dataset, args.data_dir or config.get("data_dir")), preprocess
+        except (OSError, ValueError) as e:
+            raise UsageError(f"the run's dataset {dataset!r} (config.json; or --dataset): {e}") from e
     if name not in MODELS:
         raise UsageError(
             f"--model_name={name!r} is unknown (it selects the preprocessing): use one of {sorted(MODELS)}"
@@ -92,11 +100,13 @@ def run(args: argparse.Namespace) -> int:
     from export_tflite.converter import ExportError, convert
     from export_tflite.verify import verify
     from faq_tf.data.datasets import make_input
+    from faq_tf.models import own_model_preprocess
 
     model = load_keras_model(path, "--model_dir" if args.model_dir else "--model")
     try:
         representative = None
         if source is not None:
+            preprocess = preprocess or own_model_preprocess(model)
             data = make_input(source, "train", 64, tuple(model.input_shape[1:]), preprocess)
             representative = data.map(lambda x, y: x).take(5)
         content = convert(

@@ -98,12 +98,15 @@ def read_tflite(path: str, flag: str | None = None) -> bytes:
 def load_keras_model(path: str, flag: str) -> keras.Model:
     """`faq_tf.load_model(path)`, with the user's errors as `UsageError`.
 
+    An fp32 `.keras` file (Keras 3 or tf_keras) loads through `faq_tf.from_keras3`; the
+    converter then says it needs quantizing first (faq-train --pretrained=FILE.keras).
+
     Raises:
-      UsageError: for a missing, unreadable, `.keras` or Lambda-holding model file.
+      UsageError: for a missing or unreadable model file, a QAT `.keras` file or a Lambda.
     """
     import faq_tf
 
-    if not path.endswith(".keras") and not os.path.exists(path):
+    if not os.path.exists(path):
         raise UsageError(f"{flag}={path} does not exist: give a faq_tf model saved as .h5 or a SavedModel folder")
     try:
         return faq_tf.load_model(path)

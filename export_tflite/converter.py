@@ -87,8 +87,9 @@ def convert(
         raise ValueError(f"tensor_names must be one of {TENSOR_NAMES}, got {tensor_names!r}")
     if not introspect.quantized_tensors(model):
         raise ExportError(
-            f"Model '{model.name}' has no faq_tf quantizers: quantize it with faq_tf.quantize_model first "
-            "(the exporter does not do post-training quantization)."
+            f"Model '{model.name}' has no faq_tf quantizers: quantize it with faq_tf.quantize_model first, "
+            "or fine-tune it with faq-train --pretrained=<its .h5 weights or .keras file> (the exporter "
+            "does not do post-training quantization)."
         )
     if snap_biases:
         snap_to_accumulator_grid(model)

@@ -61,8 +61,8 @@ def check_keras_model(model: object) -> None:
     module = type(model).__module__
     if module.startswith("keras"):
         raise TypeError(
-            f"{type(model).__name__} is a Keras 3 model, but tfmot 0.8.1 (and so faq_tf) "
-            "needs Keras 2. Build it with `from faq_tf.compat import keras` (tf_keras), or "
-            "set TF_USE_LEGACY_KERAS=1 before TensorFlow is imported."
+            f"{type(model).__name__} is a Keras 3 model, but tfmot 0.8.1 (and so this faq_tf "
+            "function) needs Keras 2 (tf_keras). Convert it first: faq_tf.from_keras3(model) "
+            "(faq_tf.quantize_model does that itself)."
         )
     raise TypeError(f"Expected a tf_keras Model, got {type(model).__name__}.")

@@ -17,6 +17,7 @@ from typing import Any
 from faq_tf import calibration, graph, policy, registry
 from faq_tf.compat import keras, tfmot
 from faq_tf.introspect import initialize_weight_exponents, precision_summary
+from faq_tf.keras3 import as_tf_keras
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
 from faq_tf.policy import Role
 from faq_tf.quantizers import ActivationQuantizer, control_exponent
@@ -74,7 +75,8 @@ def quantize_model(
     """Quantizes a pretrained fp32 model for FAQ fine-tuning.
 
     Args:
-      model: a functional or Sequential tf_keras model (nested models are flattened).
+      model: a functional or Sequential model, tf_keras or Keras 3 (converted with
+        `faq_tf.from_keras3`); nested models are flattened.
       precision: "w8a8", "w4a4", any "w<b>a<b>", a `Precision`, or "fp32" (returns the
         canonical float model, for baselines).
       calibration_data: training batches for calibration: a tf.data.Dataset (of x or
@@ -96,7 +98,8 @@ def quantize_model(
       UnsupportedLayerError: for a layer that cannot be quantized (names it).
       CalibrationError: for unusable calibration data.
       ValueError: for a bad precision, override or percentile.
-      TypeError: for a Keras 3 or subclassed model.
+      Keras3ConversionError: for a Keras 3 model with a layer that has no tf_keras twin.
+      TypeError: for a subclassed model.
     """
     parsed = policy.parse_precision(precision)
     for p in (percentile_8bit, percentile_low_bit):
@@ -106,7 +109,7 @@ def quantize_model(
             "calibration_data is required to calibrate activation ranges (section 3.2): pass "
             "a few batches of training data, or calibrate=False for the uncalibrated control."
         )
-    canonical = graph.canonicalize(model)
+    canonical = graph.canonicalize(as_tf_keras(model, verbose=verbose))
     if parsed is None:
         return canonical
     plans = policy.plan_model(canonical, parsed, layer_overrides)

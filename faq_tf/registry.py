@@ -39,6 +39,7 @@ __all__ = [
     "LayerInfo",
     "UnsupportedLayerError",
     "supports",
+    "supported_layer_classes",
     "get_layer_info",
     "activation_kind",
     "get_quantize_config",
@@ -204,6 +205,11 @@ def activation_kind(layer) -> ActivationKind:
     if name == "linear":
         return ActivationKind.IDENTITY
     raise _unsupported(layer, f"uses activation '{name}', which is not supported")
+
+
+def supported_layer_classes() -> tuple[type, ...]:
+    """The tf_keras layer classes of the table, in table order."""
+    return tuple(info.layer_class for info in _LAYER_TABLE)
 
 
 def supports(layer) -> bool:

@@ -3,7 +3,8 @@
 A QAT model holds tfmot wrappers and faq_tf quantizers; Keras rebuilds them from their
 configs under `quantize_scope()`. `save_model` refuses the `.keras` format, which
 tensorflow-model-optimization 0.8.1 cannot reload, and writes `.h5` files atomically;
-`load_model` refuses a model that would deserialize Python code (a Lambda layer).
+`load_model` refuses a model that would deserialize Python code (a Lambda layer), and
+reads fp32 `.keras` files (Keras 3 or tf_keras) through `faq_tf.from_keras3`.
 
 Example:
 
@@ -40,6 +41,11 @@ _KERAS_FORMAT_ERROR = (
     "A QAT model saved as .keras cannot be reloaded with tensorflow-model-optimization 0.8.1 "
     "(tfmot's quantize layers lose variables in that format). Save to a path ending in .h5, "
     "or to a directory (SavedModel)."
+)
+_KERAS_QAT_FILE_ERROR = (
+    "this .keras file holds a QAT model (tfmot quantize wrappers), which tensorflow-model-optimization "
+    "0.8.1 cannot reload from .keras (its quantize layers lose variables in that format). Save QAT "
+    "models with faq_tf.save_model to .h5 or a SavedModel folder; an fp32 .keras model loads fine."
 )
 
 
@@ -112,9 +118,11 @@ def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
 
     Keras safe_mode stays on, and models with Lambda layers (whose .h5 config holds
     bytecode that safe_mode does not cover) are refused before anything is deserialized.
+    A `.keras` file holding an fp32 model (Keras 3's or tf_keras's format) loads through
+    `faq_tf.from_keras3`; a QAT model in a `.keras` file is refused (tfmot cannot reload it).
 
     Args:
-      path: an `.h5` file or a SavedModel directory.
+      path: an `.h5` file, a SavedModel directory, or an fp32 `.keras` file.
       compile: whether to restore the training configuration (optimizer, loss) too.
 
     Returns:
@@ -122,14 +130,18 @@ def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
 
     Raises:
       FileNotFoundError: if nothing exists at `path`.
-      ValueError: for a `.keras` path, a model with a Lambda layer, or a file that is not a
-        readable model.
+      ValueError: for a QAT model in a `.keras` file, a model with a Lambda layer, or a
+        file that is not a readable model (`Keras3ConversionError` for `.keras` files).
     """
     path = os.fspath(path)
-    if path.endswith(".keras"):
-        raise ValueError(f"{path}: {_KERAS_FORMAT_ERROR}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model at {path}")
+    if path.endswith(".keras"):
+        from faq_tf.keras3 import from_keras3, keras_file_info
+
+        if keras_file_info(path).qat:
+            raise ValueError(f"{path}: {_KERAS_QAT_FILE_ERROR}")
+        return from_keras3(path)
     _refuse_code(path)
     with quantize_scope():
         try:

@@ -12,7 +12,15 @@ from faq_tf.compat import keras, tf
 from faq_tf.models import paper
 from faq_tf.models.small_resnet import small_resnet
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "small_resnet"]
+__all__ = [
+    "MODELS",
+    "PREPROCESSING",
+    "ModelSpec",
+    "build_model",
+    "model_from_file",
+    "own_model_preprocess",
+    "small_resnet",
+]
 
 _TORCH_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _TORCH_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -26,6 +34,25 @@ def torch_preprocess(x: tf.Tensor) -> tf.Tensor:
 def unit_preprocess(x: tf.Tensor) -> tf.Tensor:
     """Pixels / 256: every uint8 image lies exactly on the 8-bit input grid Q(8, -8)."""
     return x / 256.0
+
+
+def raw_pixels(x: tf.Tensor) -> tf.Tensor:
+    """Pixels in [0, 255] as they are, for a model that scales its input itself (Rescaling)."""
+    return x
+
+
+def symmetric_preprocess(x: tf.Tensor) -> tf.Tensor:
+    """Pixels / 128 - 1: [-1, 1), on the signed 8-bit input grid (MobileNet/Inception style)."""
+    return x / 128.0 - 1.0
+
+
+# What --preprocess can name ("auto" is the model's own).
+PREPROCESSING: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "unit": unit_preprocess,
+    "symmetric": symmetric_preprocess,
+    "torch": torch_preprocess,
+    "none": raw_pixels,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +105,9 @@ def build_model(
     Args:
       name: a key of `MODELS`.
       num_classes: logits of the classifier.
-      pretrained: "imagenet" (Keras application weights), "none" (random init), or a
-        path to `.h5` weights or a SavedModel of the same architecture.
+      pretrained: "imagenet" (Keras application weights), "none" (random init), a
+        path to `.h5` weights or a SavedModel of the same architecture, or a `.keras`
+        file: then the model is the file's (`model_from_file`) and `name` is not used.
       image_size: square input size overriding the model's default.
 
     Returns:
@@ -89,6 +117,8 @@ def build_model(
       ValueError: for an unknown model, or weights that do not fit it.
       FileNotFoundError: for a weights path that does not exist.
     """
+    if isinstance(pretrained, str) and pretrained.endswith(".keras"):
+        return model_from_file(pretrained, num_classes, image_size)
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}. Available: {', '.join(sorted(MODELS))}")
     spec = MODELS[name]
@@ -124,3 +154,49 @@ def build_model(
             f"--pretrained={pretrained} does not fit model '{name}' with {num_classes} classes and input {shape}: {e}"
         ) from e
     return model, spec
+
+
+def own_model_preprocess(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The preprocessing of a user's own model (fp32 or quantized by faq_tf).
+
+    Raw pixels when its first layer after the input (and the input quantizer) is a
+    Rescaling or Normalization: the model scales its input itself. Else pixels / 256.
+    """
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)  # unwrap tfmot's QuantizeWrapper
+        if isinstance(inner, keras.layers.InputLayer) or type(inner).__name__ in ("QuantizeLayer", "QuantizeInput"):
+            continue
+        scales = isinstance(inner, (keras.layers.Rescaling, keras.layers.Normalization))
+        return raw_pixels if scales else unit_preprocess
+    return unit_preprocess
+
+
+def model_from_file(path: str, num_classes: int, image_size: int | None = None) -> tuple[keras.Model, ModelSpec]:
+    """A user's own fp32 model from a `.keras` file (Keras 3 or tf_keras), as faq-train's model.
+
+    Its preprocessing: raw pixels in [0, 255] when the model starts with a Rescaling or
+    Normalization layer (it scales its input itself), else pixels / 256.
+
+    Raises:
+      FileNotFoundError: if the file does not exist.
+      ValueError: if its outputs do not match the dataset's classes, `image_size` differs
+        from its input, or it cannot be converted (`faq_tf.Keras3ConversionError`).
+    """
+    from faq_tf.saving import load_model
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--pretrained={path}: no such file")
+    model = load_model(path)
+    shape = tuple(model.input_shape[1:])
+    outputs = model.output_shape[-1]
+    if outputs != num_classes:
+        raise ValueError(
+            f"--pretrained={path}: the model has {outputs} outputs but the dataset has {num_classes} classes; "
+            "give it a classifier with one output per class."
+        )
+    if image_size is not None and tuple(shape[:2]) != (image_size, image_size):
+        raise ValueError(
+            f"--image_size={image_size} does not fit {path}, whose input is {shape}; drop --image_size "
+            "(images are resized to the model's input)."
+        )
+    return model, ModelSpec(lambda **_: model, shape, own_model_preprocess(model))

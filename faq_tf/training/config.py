@@ -106,8 +106,19 @@ class TrainConfig:
 
     # model and weights
     model: str = _option("small_resnet", "Model name (faq_tf.models.MODELS).")
-    pretrained: str = _option("none", "imagenet | none | path to .h5 weights or a SavedModel.")
+    pretrained: str = _option(
+        "none",
+        "imagenet | none | path to .h5 weights or a SavedModel of --model | path to a .keras fp32 model "
+        "(Keras 3 or tf_keras; it replaces --model).",
+    )
     image_size: int | None = _option(None, "Square input size (default: the model's).", _positive)
+    preprocess: str = _option(
+        "auto",
+        "Pixels [0, 255] -> model input: auto (the model's own; a .keras model: none if it starts with "
+        "Rescaling/Normalization, else unit) | unit (x/256) | symmetric (x/128-1) | torch (ImageNet mean/std) "
+        "| none (raw pixels).",
+        choices=("auto", "unit", "symmetric", "torch", "none"),
+    )
     # data
     dataset: str = _option("fashion_mnist", "fashion_mnist | cifar10 | imagenet2012 | tfds:NAME | folder:PATH.")
     data_dir: str | None = _option(None, "Data folder (IDX files, TFDS data dir, ImageNet manual dir).")

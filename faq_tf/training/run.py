@@ -29,7 +29,7 @@ from faq_tf.accumulator import snap_to_accumulator_grid
 from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
 from faq_tf.data.datasets import ImageSource, get_source, make_input
-from faq_tf.models import build_model
+from faq_tf.models import PREPROCESSING, build_model
 from faq_tf.outputs import float_outputs, quantize_float_outputs
 from faq_tf.quantize import quantize_model
 from faq_tf.saving import save_model
@@ -144,7 +144,8 @@ def build(config: TrainConfig, strategy: tf.distribute.Strategy) -> Job:
         tf.config.experimental.enable_op_determinism()
     with strategy.scope():
         model, spec = build_model(config.model, source.num_classes, config.pretrained, config.image_size)
-        data = RunData(source, tuple(model.input_shape[1:]), spec.preprocess, config.batch_size, config.seed)
+        preprocess = spec.preprocess if config.preprocess == "auto" else PREPROCESSING[config.preprocess]
+        data = RunData(source, tuple(model.input_shape[1:]), preprocess, config.batch_size, config.seed)
         teacher = _teacher(model) if config.distill else None
         model = _quantize(model, config, data, verbose=chief)
         optimizer = keras.optimizers.SGD(learning_rate=config.lr_schedule_fn()(0), momentum=config.momentum)
