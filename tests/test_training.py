@@ -397,3 +397,34 @@ def test_step_time_benchmark_reports_time_and_memory_per_variant(tmp_path):
     assert all(m > 100 for m in result["peak_memory_mib"].values())  # TensorFlow alone takes more
     table = (tmp_path / "step_time.md").read_text()
     assert "| w4a4+xla |" in table and result["memory_measure"] in table
+
+
+def test_precise_bn_gives_a_short_run_its_training_mode_accuracy(tmp_path, caplog):
+    """3 fp32 epochs from scratch on a 300-image folder, then FAQ w8a8 (1 epoch) and w4a4 (2 epochs)."""
+    folder = f"folder:{_image_folder(tmp_path, per_class=100)}"
+
+    def fp32_run(name, precise_bn):
+        cfg = _config(tmp_path / name, dataset=folder, precision="fp32", epochs=3, steps_per_epoch=None)
+        cfg = dataclass_replace(cfg, batch_size=16, lr=0.05, lr_schedule="cosine", lr_final=None, precise_bn=precise_bn)
+        final = run(cfg)
+        return cfg, final, json.loads((tmp_path / name / "run" / "metrics.json").read_text())["epochs"][-1]
+
+    # Off: the moving statistics still hold most of their initial values; faq-train warns.
+    with caplog.at_level("WARNING"):
+        _, stale, last = fp32_run("off", "off")
+    assert stale["test_top1"] < last["train_top1"] - 20
+    assert any(
+        "do not describe the data" in r.getMessage() and "--precise_bn=100" in r.getMessage() for r in caplog.records
+    )
+    # Auto: 48 updates at momentum 0.99 is short, so the statistics are recomputed exactly.
+    cfg, fp32, last = fp32_run("auto", "auto")
+    assert fp32["precise_bn_batches"] > 0
+    assert abs(fp32["test_top1"] - last["train_top1"]) <= 1.0, (fp32, last)
+    weights = str(tmp_path / "auto" / "run" / "model.h5")
+    for precision, epochs, tolerance in (("w8a8", 1, 1.0), ("w4a4", 2, 3.0)):
+        faq = dataclass_replace(
+            cfg, pretrained=weights, precision=precision, epochs=epochs, lr=0.005, model_dir=str(tmp_path / precision)
+        )
+        final = run(faq)
+        assert final["precise_bn_batches"] > 0
+        assert final["test_top1"] >= fp32["test_top1"] - tolerance, (precision, final["test_top1"], fp32["test_top1"])

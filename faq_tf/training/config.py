@@ -61,6 +61,12 @@ def _positive_float(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be > 0, got {value}")
 
 
+def _precise_bn(name: str, value: Any) -> None:
+    if value in ("auto", "off") or (value.isdigit() and int(value) > 0):
+        return
+    raise ValueError(f"{name} must be auto, off or a positive number of batches, got {value!r}")
+
+
 def _percentile(name: str, value: Any) -> None:
     check_percentile(value)
 
@@ -168,6 +174,13 @@ class TrainConfig:
     eval_every: int = _option(1, "Evaluate every N epochs.", _positive)
     checkpoint_every_steps: int = _option(0, "Also checkpoint every N updates.", _non_negative)
     nan_policy: str = _option("stop", "On NaN/Inf gradients: stop or skip the step.", choices=NAN_POLICIES)
+    precise_bn: str = _option(
+        "auto",
+        "Before the final evaluation and save, set BatchNorm statistics to exact averages over N training "
+        "batches: N | off | auto (100 when the run is short for the BN momentum: more than 0.1% of the "
+        "initial moving statistics left).",
+        _precise_bn,
+    )
     deterministic: bool = _option(False, "Bit-identical reruns (TF op determinism; slower on GPU).")
     diagnostics: tuple[str, ...] = _option(
         (),

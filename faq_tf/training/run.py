@@ -4,7 +4,8 @@
                                    checkpoints (restored when the run was interrupted), data
   train(job)                       the epoch loop: each epoch's lr and virtual batch,
                                    Trainer.train_epoch, evaluation, checkpoint, metrics
-  finish(job) -> dict              snap onto the integer grids, quantize wide outputs, save
+  finish(job) -> dict              exact BN statistics (--precise_bn), snap onto the integer
+                                   grids, quantize wide outputs, save
 
 `model_dir` ends up holding config.json, checkpoints/ (every epoch and every N updates),
 metrics.json, tensorboard/ and model.h5 (load it with `faq_tf.load_model`). Starting again
@@ -33,6 +34,7 @@ from faq_tf.models import PREPROCESSING, build_model
 from faq_tf.outputs import float_outputs, quantize_float_outputs
 from faq_tf.quantize import quantize_model
 from faq_tf.saving import save_model
+from faq_tf.training import batch_norm
 from faq_tf.training.checkpoints import RunState
 from faq_tf.training.config import TrainConfig
 from faq_tf.training.errors import NonFiniteLossError, check_writable, saving, worker_guard
@@ -56,6 +58,11 @@ class RunData:
         """The first `batches` training batches (images only), for calibration."""
         ds = make_input(self.source, "train", self.batch_size, self.input_shape, self.preprocess, seed=self.seed)
         return ds.map(lambda x, y: x).take(batches)
+
+    def labelled(self, batches: int) -> tf.data.Dataset:
+        """The first `batches` training batches with their labels (not distributed)."""
+        ds = make_input(self.source, "train", self.batch_size, self.input_shape, self.preprocess, seed=self.seed)
+        return ds.take(batches)
 
     def train(self, strategy: tf.distribute.Strategy, epoch: int, skip_updates: int, n: int):
         """The epoch's distributed training batches, after the first `skip_updates` updates of n batches."""
@@ -266,6 +273,10 @@ def finish(job: Job) -> dict:
     """
     config, trainer, history = job.config, job.trainer, job.records.history
     final = history[-1] if history else {}
+    precise = _precise_batch_norm(job)
+    if precise:
+        final = {**final, "precise_bn_batches": precise}
+    final = {**final, **_check_batch_norm(job, precise)}
     snapped = snap_to_accumulator_grid(job.model)
     if snapped.changed:
         logging.info(
@@ -274,7 +285,7 @@ def finish(job: Job) -> dict:
             len(snapped.layers),
             len(snapped.rewritten),
         )
-    if snapped.changed or not any("test_top1" in h for h in history[-1:]):
+    if precise or snapped.changed or not any("test_top1" in h for h in history[-1:]):
         final = {**final, **trainer.evaluate(job.test, config.eval_steps)}
     model, final = _quantize_wide_outputs(job, final)
     path = os.path.join(job.write_dir, "model.h5")
@@ -285,6 +296,47 @@ def finish(job: Job) -> dict:
     else:
         shutil.rmtree(job.write_dir, ignore_errors=True)
     return final
+
+
+def _precise_batch_norm(job: Job) -> int:
+    """Averages the BN statistics over N training batches (--precise_bn); returns N used (0: off)."""
+    config = job.config
+    if config.precise_bn == "off":
+        return 0
+    if config.precise_bn == "auto":
+        steps = config.steps_per_epoch or job.data.source.num_train // config.batch_size
+        batches = batch_norm.auto_batches(job.model, config.epochs * steps)
+    else:
+        batches = int(config.precise_bn)
+    if not batches:
+        return 0
+    with job.strategy.scope():
+        used = batch_norm.recompute_statistics(job.model, job.data.calibration(batches), batches)
+    logging.info("precise BN: every BatchNormalization's statistics averaged over %d training batches", used)
+    return used
+
+
+def _check_batch_norm(job: Job, precise: int, gap: float = 10.0) -> dict:
+    """Top-1 on a training batch in training vs inference mode; warns when they differ widely."""
+    if not batch_norm.batch_norm_layers(job.model):
+        return {}
+    images, labels = next(iter(job.data.labelled(1)))
+    with job.strategy.scope():
+        training, inference = batch_norm.inference_gap(job.model, images, labels)
+    if training - inference > gap:
+        advice = (
+            "raise N (--precise_bn=N)"
+            if precise
+            else "set --precise_bn=100 to average exact statistics over 100 batches"
+        )
+        logging.warning(
+            "on a training batch the model scores %.1f%% top-1 in training mode but %.1f%% in inference mode: its "
+            "BatchNormalization statistics do not describe the data (too few updates for the BN momentum?); %s.",
+            training,
+            inference,
+            advice,
+        )
+    return {"train_batch_top1_training_mode": training, "train_batch_top1_inference_mode": inference}
 
 
 def _quantize_wide_outputs(job: Job, final: dict) -> tuple[keras.Model, dict]:
