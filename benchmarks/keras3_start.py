@@ -70,6 +70,7 @@ def main() -> None:
     from benchmarks.common import fashion_mnist_arrays, keras_top1
     from export_tflite.evaluate import TfliteRunner
     from faq_tf.data import get_source
+    from faq_tf.training.batch_norm import recompute_statistics
 
     source = get_source("fashion_mnist", args.data_dir)
     x_train, y_train = fashion_mnist_arrays(source, "train")
@@ -84,6 +85,10 @@ def main() -> None:
     model3.fit(x_train, y_train, batch_size=128, epochs=args.fit_epochs, verbose=2)
     model3.save(path)
     keras3_top1 = float(np.mean(np.argmax(model3.predict(x_test, batch_size=500, verbose=0), 1) == y_test) * 100)
+    # The same fp32 weights with exact BatchNorm statistics (what faq-train's precise BN does).
+    exact = faq_tf.from_keras3(path)
+    recompute_statistics(exact, (x_train[i : i + 128] for i in range(0, 128 * 100, 128)), 100)
+    exact_bn_top1 = keras_top1(exact, x_test, y_test)
 
     run_dir = os.path.join(out, "w8a8")
     metrics = run_faq_train(os.path.join(FLAGS, "w8a8.flags"), run_dir, [f"--pretrained={path}"], log=_log)
@@ -98,6 +103,7 @@ def main() -> None:
     keras_logits = qat.predict(x_test, batch_size=500, verbose=0)
     result = {
         "keras3_fp32_top1": round(keras3_top1, 2),
+        "fp32_exact_bn_top1": round(exact_bn_top1, 2),
         "faq_w8a8_keras_top1": round(keras_top1(qat, x_test, y_test), 2),
         "faq_train_final": metrics["final"],
         "tflite_top1": round(float(np.mean(np.argmax(integer_logits, 1) == y_test) * 100), 2),
@@ -108,6 +114,7 @@ def main() -> None:
     md = (
         "| model | top-1 (Fashion-MNIST test) |\n|---|---|\n"
         f"| Keras 3 fp32 (`model.fit`, {args.fit_epochs} epoch) | {result['keras3_fp32_top1']:.2f} |\n"
+        f"| the same fp32 weights, BatchNorm statistics exact (100 batches) | {result['fp32_exact_bn_top1']:.2f} |\n"
         f"| after FAQ w8a8 (faq-train, 1 epoch) | {result['faq_w8a8_keras_top1']:.2f} |\n"
         f"| integer .tflite (LiteRT) | {result['tflite_top1']:.2f} "
         f"({result['tflite_identical_logits_percent']:.2f}% of logits identical to Keras) |\n"
