@@ -24,6 +24,9 @@ setup(
         "tensorboard>=2.16,<3",
         "matplotlib>=3.5",  # benchmark and diagnostics plots
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={
+        "micro": ["tflite-micro"],  # TFLM from Python: --runtime=micro, verify --micro
+        "dev": ["pytest>=8", "ruff>=0.6", "tflite-micro"],
+    },
     entry_points={"console_scripts": ["faq-train=faq_tf.train:cli"]},
 )

@@ -27,7 +27,9 @@ __all__ = ["TfliteRunner", "evaluate_arrays", "compare", "time_invoke", "RUNTIME
 # "builtin": LiteRT's own kernels only; they round some exact ties the other way and
 # requantize with two roundings (x86 convolutions), one step here and there that
 # compounds through a network (measured: 97.3% top-1 agreement at w4a4 on Fashion-MNIST).
-RUNTIMES = ("xnnpack", "builtin")
+# "micro": TensorFlow Lite for Microcontrollers' reference kernels (the tflite-micro
+# package; export_tflite.micro), which also execute packed INT4 weights.
+RUNTIMES = ("xnnpack", "builtin", "micro")
 
 
 class TfliteRunner:
@@ -36,19 +38,24 @@ class TfliteRunner:
     Args:
       content: .tflite bytes.
       threads: interpreter threads.
-      runtime: "xnnpack" (LiteRT's default CPU path) or "builtin" (see `RUNTIMES`).
+      runtime: "xnnpack" (LiteRT's default CPU path), "builtin" or "micro" (TFLM; see `RUNTIMES`).
     """
 
     def __init__(self, content: bytes, threads: int = 1, runtime: str = "xnnpack"):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        resolver = OpResolverType.AUTO if runtime == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.runtime = runtime
-        self.interpreter = Interpreter(
-            model_content=content, num_threads=threads, experimental_op_resolver_type=resolver
-        )
+        if runtime == "micro":
+            from export_tflite.micro import MicroInterpreter
+
+            self.interpreter = MicroInterpreter(content)
+        else:
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+            resolver = OpResolverType.AUTO if runtime == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            self.interpreter = Interpreter(
+                model_content=content, num_threads=threads, experimental_op_resolver_type=resolver
+            )
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -189,8 +196,11 @@ def _run(args: argparse.Namespace) -> dict:
     keras_model = load_keras_model(args.keras_model, "--keras_model") if args.keras_model else None
     try:
         runner = TfliteRunner(content, runtime=args.runtime)
-    except (ValueError, RuntimeError) as e:  # a readable flatbuffer that LiteRT cannot run
-        raise UsageError(f"--tflite={args.tflite}: the LiteRT interpreter cannot load it: {e}") from e
+    except ImportError as e:  # --runtime=micro without tflite-micro
+        raise UsageError(f"--runtime={args.runtime}: {e}") from e
+    except (ValueError, RuntimeError) as e:  # a readable flatbuffer that the runtime cannot run
+        name = "TFLM" if args.runtime == "micro" else "the LiteRT interpreter"
+        raise UsageError(f"--tflite={args.tflite}: {name} cannot load it: {e}") from e
     shape = tuple(int(s) for s in runner.input["shape"][1:])
     try:
         x, y = _test_arrays(source, args.model, shape, args.limit)
@@ -215,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--model", default="small_resnet", help="model name, for its preprocessing")
     parser.add_argument("--keras_model", default=None, help="the Keras model (.h5/SavedModel) to compare with")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="xnnpack", help="LiteRT kernels (default: XNNPACK)")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="xnnpack",
+        help="LiteRT with XNNPACK (default), LiteRT's builtin kernels, or micro (TFLM, needs tflite-micro)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)

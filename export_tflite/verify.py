@@ -1,6 +1,6 @@
 """Verifies that a .tflite model is fully integer with FAQ's power-of-two scales.
 
-  python -m export_tflite.verify model.tflite [--edgetpu] [--json] [--sample_data=x.npy]
+  python -m export_tflite.verify model.tflite [--edgetpu] [--micro] [--json] [--sample_data=x.npy]
 
 Reads the flatbuffer itself and reports the op list with versions, every tensor's dtype
 and scale, whether each scale is a power of two (or, for per-channel folded weights, a
@@ -213,18 +213,42 @@ def _run(args: argparse.Namespace) -> Report:
         raise UsageError(f"--sample_data={args.sample_data} does not fit {args.model}: {e}") from e
 
 
+def _micro(args: argparse.Namespace):
+    """The TFLM footprint of `args.model`; user errors raise `UsageError`."""
+    from export_tflite.micro import micro_report
+
+    try:
+        return micro_report(read_tflite(args.model))
+    except ImportError as e:
+        raise UsageError(f"--micro: {e}") from e
+    except RuntimeError as e:
+        raise UsageError(f"--micro: TFLM cannot run {args.model}: {e}") from e
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export_tflite.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="the .tflite file")
     parser.add_argument("--edgetpu", action="store_true", help="also check the Edge TPU rules")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--sample_data", help=".npy of float inputs, to count 4-bit levels")
+    parser.add_argument(
+        "--micro",
+        action="store_true",
+        help="also the microcontroller footprint: flash, TFLM arena (needs tflite-micro)",
+    )
     args = parser.parse_args(argv)
     try:
         report = _run(args)
+        micro = _micro(args) if args.micro else None
     except UsageError as e:
         return fail(parser.prog, e)
-    print(report.to_json() if args.json else report.text())
+    if args.json:
+        data = json.loads(report.to_json())
+        if micro is not None:
+            data["micro"] = dataclasses.asdict(micro)
+        print(json.dumps(data, indent=1))
+    else:
+        print(report.text() + ("\n" + micro.text() if micro is not None else ""))
     return EXIT_OK if report.ok else EXIT_VIOLATIONS
 
 

@@ -124,6 +124,62 @@ def test_pack_int4_packs_4bit_dense_weights(data):
     np.testing.assert_array_equal(*same)
 
 
+@pytest.mark.parametrize("precision", ["w8a8", "w4a4"])
+def test_micro_runtime_runs_the_integer_model(exported, data, precision):
+    """TFLM (tflite-micro's reference kernels) runs the export, packed INT4 too, close to Keras."""
+    qat, content = exported[precision]
+    reference = quantize_float_outputs(qat, data[:64]).predict(data, verbose=0)
+    files = {"int8": content}
+    if precision == "w4a4":
+        files["int4"] = convert(qat, representative_data=data[:64], pack_int4=True)
+    for name, c in files.items():
+        runner = TfliteRunner(c, runtime="micro")
+        logits = runner(data)
+        assert logits.shape == reference.shape, name
+        steps = np.abs(logits - reference) / runner.output_scale
+        assert steps.max() <= 4, (name, steps.max())  # one-step requantization differences, compounded
+        assert np.mean(np.argmax(logits, 1) == np.argmax(reference, 1)) >= 0.9, name
+    if precision == "w4a4":  # the same numbers stored two ways give the same TFLM results
+        same = [TfliteRunner(c, runtime="micro")(data) for c in files.values()]
+        np.testing.assert_array_equal(*same)
+
+
+def test_micro_report_measures_flash_and_arena(tmp_path, exported, capsys):
+    from export_tflite.micro import micro_report
+
+    _, content = exported["w8a8"]
+    report = micro_report(content)
+    parts = report.weight_bytes + report.bias_bytes + report.metadata_bytes + report.other_bytes
+    assert parts == report.file_bytes == len(content)
+    assert report.weight_bytes > report.bias_bytes > 0
+    assert report.arena_head_bytes + report.arena_tail_bytes == report.arena_bytes
+    assert report.largest_activation_bytes <= report.arena_head_bytes
+    assert report.largest_activation_bytes == 16 * 16 * 16  # the 16x16x16 int8 concat of residual_model
+    path = tmp_path / "m.tflite"
+    path.write_bytes(content)
+    assert verify_main([str(path), "--micro"]) == 0
+    assert f"{report.arena_bytes:,d} bytes of tensor arena (measured by TFLM)" in capsys.readouterr().out
+    assert verify_main([str(path), "--micro", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["micro"]["arena_bytes"] == report.arena_bytes
+
+
+def test_micro_runtime_without_tflite_micro_says_how_to_install(exported, monkeypatch, tmp_path, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tflm(name, *args, **kwargs):
+        if name.startswith("tflite_micro"):
+            raise ImportError("No module named 'tflite_micro'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tflm)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(exported["w8a8"][1])
+    assert verify_main([str(path), "--micro"]) == 2
+    assert "pip install tflite-micro" in capsys.readouterr().err
+
+
 def test_batch_size_and_io_dtype(exported, data):
     qat, _ = exported["w8a8"]
     for io in ("uint8", "float32"):
