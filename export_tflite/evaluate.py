@@ -1,10 +1,12 @@
 """Evaluating a .tflite model with the LiteRT interpreter, optionally against its Keras model.
 
   python -m export_tflite.evaluate --tflite=model.tflite --dataset=fashion_mnist \
-      [--model=small_resnet] [--keras_model=runs/fm/model.h5] [--json=out.json]
+      [--model=small_resnet] [--keras_model=runs/fm/model.h5] [--runtime=xnnpack|builtin|micro]
+      [--json=out.json] [--plot=confusion.png]
 
-Prints top-1 and top-5 on the test split; with the Keras model also top-1 agreement
-and the largest logit difference in output quantization steps.
+Prints top-1 and top-5 on the test split, per-class top-1 (by class name) and the
+confusion matrix (`--plot` draws it); with the Keras model also top-1 agreement and the
+largest logit difference in output quantization steps.
 
 Exit codes: 0 evaluated; 2 a user error (one line on stderr): a missing, empty or damaged
 .tflite or Keras model, a missing or unknown dataset, an unknown --model, an unwritable --json.
@@ -178,6 +180,7 @@ def _run(args: argparse.Namespace) -> dict:
     """The results for the flags; user errors raise `UsageError`."""
     from export_tflite.cli import UsageError, check_output_path, load_keras_model, read_tflite
     from faq_tf.data.datasets import get_source
+    from faq_tf.diagnostics.confusion import confusion_matrix, per_class_top1, plot_confusion
     from faq_tf.models import MODELS
 
     if args.model not in MODELS:
@@ -186,8 +189,9 @@ def _run(args: argparse.Namespace) -> dict:
         )
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be a positive number of images, got {args.limit}")
-    if args.json:
-        check_output_path(args.json, "--json")  # before the evaluation, whose results would be lost
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_path(path, flag)  # before the evaluation, whose results would be lost
     content = read_tflite(args.tflite, "--tflite")
     try:
         source = get_source(args.dataset, args.data_dir)
@@ -207,6 +211,14 @@ def _run(args: argparse.Namespace) -> dict:
     except (OSError, ValueError) as e:  # unreadable or unfitting files in the dataset
         raise UsageError(f"--dataset={args.dataset}: {e}") from e
     result, logits = evaluate_arrays(runner, x, y)
+    names = source.label_names()
+    outputs = int(logits.shape[-1])
+    names += tuple(f"output {i}" for i in range(len(names), outputs))  # a model with more outputs than classes
+    confusion = confusion_matrix(y, np.argmax(logits, axis=-1), max(source.num_classes, outputs))
+    result["per_class_top1"] = per_class_top1(confusion, names)
+    result["confusion"] = {"classes": list(names), "counts": confusion.tolist()}
+    if args.plot:
+        plot_confusion(confusion, names, args.plot, title=f"{args.tflite} ({args.runtime})")
     if keras_model is not None:
         try:
             keras_logits = keras_model.predict(x, batch_size=256, verbose=0)
@@ -233,10 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--plot", default=None, help="write the confusion matrix here (.png)")
     args = parser.parse_args(argv)
     try:
-        text = json.dumps(_run(args), indent=1)
+        result = _run(args)
+        text = json.dumps(result, indent=1)
         print(text)
+        print(
+            "per-class top-1: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in result["per_class_top1"].items() if v is not None)
+        )
         if args.json:
             write_output(args.json, "--json", text + "\n")
     except UsageError as e:

@@ -146,3 +146,19 @@ def test_study_runs_variants_and_tabulates(tmp_path):
     assert "| no calibration | `--calibrate=false --epochs=1` |" in md and "| base | `-` |" in md
     with pytest.raises(ValueError, match="not a flag"):
         parse_variant("x=epochs=3")
+
+
+def test_confusion_matrix_and_per_class_top1_by_hand(tmp_path):
+    from faq_tf.diagnostics.confusion import confusion_matrix, per_class_top1, plot_confusion
+
+    counts = confusion_matrix([0, 0, 1, 1, 1, 2], [0, 1, 1, 1, 0, 2], 4)
+    np.testing.assert_array_equal(counts, [[1, 1, 0, 0], [1, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    assert per_class_top1(counts, ["a", "b", "c", "d"]) == {
+        "a": 50.0,
+        "b": pytest.approx(200 / 3),
+        "c": 100.0,
+        "d": None,
+    }
+    with pytest.raises(ValueError, match=r"a prediction is outside \[0, 3\)"):
+        confusion_matrix([0, 1], [0, 3], 3)
+    assert plot_confusion(counts, "abcd", str(tmp_path / "c.png")) and (tmp_path / "c.png").stat().st_size > 1000

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import faq_tf
-from conftest import OP_MODELS, densenet_model, residual_model
+from conftest import OP_MODELS, densenet_model, image_folder, residual_model
 from export_tflite import ExportError, TfliteFormatError, convert, quantize_float_outputs, read_model, verify
 from export_tflite.evaluate import TfliteRunner, compare
 from export_tflite.evaluate import main as evaluate_main
@@ -445,6 +445,24 @@ def test_cli_round_trip(tmp_path, exported, data, capsys):
     assert "fully integer: True" in capsys.readouterr().out
     assert verify_main([str(out), "--json", "--edgetpu"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_evaluator_reports_per_class_results_by_name(tmp_path, exported, capsys):
+    _, content = exported["w8a8"]
+    path, out, png = tmp_path / "m.tflite", tmp_path / "r.json", tmp_path / "confusion.png"
+    path.write_bytes(content)
+    folder = image_folder(tmp_path, classes=3, per_class=20)
+    argv = [f"--tflite={path}", f"--dataset=folder:{folder}", f"--json={out}", f"--plot={png}", "--runtime=micro"]
+    assert evaluate_main(argv) == 0
+    assert "per-class top-1: class_0" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    names, counts = result["confusion"]["classes"], np.array(result["confusion"]["counts"])
+    assert names[:3] == ["class_0", "class_1", "class_2"] and counts.shape == (10, 10)  # the model has 10 outputs
+    assert counts.sum() == result["examples"] and counts[3:].sum() == 0
+    assert np.trace(counts) / counts.sum() * 100 == pytest.approx(result["top1"])
+    for i, name in enumerate(names[:3]):
+        assert result["per_class_top1"][name] == pytest.approx(counts[i, i] / counts[i].sum() * 100)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_no_check_writes_a_model_that_is_not_integer(tmp_path, data, capsys):

@@ -191,6 +191,10 @@ def test_image_folder_dataset_trains_and_writes_outputs(tmp_path):
     assert metrics["epochs"][0]["batch_size"] == 8 and "test_top1" in final
     config = json.loads((out / "config.json").read_text())
     assert config["precision"] == "w8a8" and config["dataset"].startswith("folder:")
+    names = ["class_0", "class_1", "class_2"]
+    assert (out / "labels.txt").read_text().split("\n")[:3] == names
+    per_class = metrics["final"]["per_class_test_top1"]
+    assert list(per_class) == names and all(v is None or 0 <= v <= 100 for v in per_class.values())
     loaded = faq_tf.load_model(out / "model.h5")
     assert faq_tf.quantized_tensors(loaded)
 

@@ -44,6 +44,7 @@ class ImageSource:
       test: returns the unbatched test split.
       augment: "none", "cifar" (pad 4, crop, flip) or "imagenet" (random resized crop, flip).
       eval_crop: central fraction kept at evaluation (0.875 = 224/256 for ImageNet), or 1.
+      class_names: the name of each label (folder names, TFDS label names), or None.
     """
 
     name: str
@@ -53,6 +54,26 @@ class ImageSource:
     test: Callable[[], tf.data.Dataset]
     augment: str = "none"
     eval_crop: float = 1.0
+    class_names: tuple[str, ...] | None = None
+
+    def label_names(self) -> tuple[str, ...]:
+        """`class_names`, or "0", "1", ... when the dataset has none."""
+        return self.class_names or tuple(str(i) for i in range(self.num_classes))
+
+
+# Fashion-MNIST's labels 0..9, as its authors list them.
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def _fashion_mnist(data_dir: str | None) -> ImageSource:
@@ -68,7 +89,14 @@ def _fashion_mnist(data_dir: str | None) -> ImageSource:
     def arrays(x, y):
         return lambda: tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y))
 
-    return ImageSource("fashion_mnist", 10, len(x_train), arrays(x_train, y_train), arrays(x_test, y_test))
+    return ImageSource(
+        "fashion_mnist",
+        10,
+        len(x_train),
+        arrays(x_train, y_train),
+        arrays(x_test, y_test),
+        class_names=FASHION_MNIST_CLASSES,
+    )
 
 
 def _tfds(name: str, data_dir: str | None, augment: str, eval_crop: float = 1.0) -> ImageSource:
@@ -109,7 +137,10 @@ def _tfds(name: str, data_dir: str | None, augment: str, eval_crop: float = 1.0)
         num_train = builder.info.splits[train_split].num_examples
     except KeyError:
         num_train = int(load(train_split)().reduce(0, lambda n, _: n + 1))
-    return ImageSource(name, label.num_classes, num_train, load(train_split), load(test_split), augment, eval_crop)
+    names = tuple(label.names) if getattr(label, "names", None) else None
+    return ImageSource(
+        name, label.num_classes, num_train, load(train_split), load(test_split), augment, eval_crop, names
+    )
 
 
 def _folder(path: str, seed: int = 0) -> ImageSource:
@@ -160,7 +191,14 @@ def _folder(path: str, seed: int = 0) -> ImageSource:
     def load(p, y):
         return lambda: tf.data.Dataset.from_tensor_slices((p, y)).map(decode)
 
-    return ImageSource(f"folder:{path}", len(classes), len(train_p), load(train_p, train_y), load(test_p, test_y))
+    return ImageSource(
+        f"folder:{path}",
+        len(classes),
+        len(train_p),
+        load(train_p, train_y),
+        load(test_p, test_y),
+        class_names=tuple(classes),
+    )
 
 
 def get_source(spec: str, data_dir: str | None = None) -> ImageSource:

@@ -7,8 +7,9 @@
   finish(job) -> dict              exact BN statistics (--precise_bn), snap onto the integer
                                    grids, quantize wide outputs, save
 
-`model_dir` ends up holding config.json, checkpoints/ (every epoch and every N updates),
-metrics.json, tensorboard/ and model.h5 (load it with `faq_tf.load_model`). Starting again
+`model_dir` ends up holding config.json, labels.txt (the class names, one per line),
+checkpoints/ (every epoch and every N updates), metrics.json (with the final model's
+per-class test top-1), tensorboard/ and model.h5 (load it with `faq_tf.load_model`). Starting again
 with the same model_dir resumes from the last good checkpoint and ends where an
 uninterrupted run would: the data order and augmentation are a function of (seed, epoch,
 position), and the checkpoint holds the optimizer state, the epoch and the position in it,
@@ -24,12 +25,14 @@ import shutil
 import sys
 from collections.abc import Callable
 
+import numpy as np
 from absl import logging
 
 from faq_tf.accumulator import snap_to_accumulator_grid
 from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
 from faq_tf.data.datasets import ImageSource, get_source, make_input
+from faq_tf.diagnostics.confusion import confusion_matrix, per_class_top1
 from faq_tf.models import PREPROCESSING, build_model
 from faq_tf.outputs import float_outputs, quantize_float_outputs
 from faq_tf.quantize import quantize_model
@@ -82,10 +85,10 @@ class RunData:
             )
         )
 
-    def test(self, strategy: tf.distribute.Strategy):
-        """The distributed test split."""
+    def test(self, strategy: tf.distribute.Strategy | None = None):
+        """The test split, distributed over `strategy` (as it is, without one)."""
         ds = make_input(self.source, "test", self.batch_size, self.input_shape, self.preprocess)
-        return strategy.experimental_distribute_dataset(ds)
+        return ds if strategy is None else strategy.experimental_distribute_dataset(ds)
 
 
 @dataclasses.dataclass
@@ -146,6 +149,8 @@ def build(config: TrainConfig, strategy: tf.distribute.Strategy) -> Job:
     check_writable(write_dir)
     if chief:
         config.save()
+        with open(os.path.join(write_dir, "labels.txt"), "w") as f:
+            f.write("\n".join(source.label_names()) + "\n")
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -288,6 +293,7 @@ def finish(job: Job) -> dict:
     if precise or snapped.changed or not any("test_top1" in h for h in history[-1:]):
         final = {**final, **trainer.evaluate(job.test, config.eval_steps)}
     model, final = _quantize_wide_outputs(job, final)
+    final = {**final, "per_class_test_top1": _per_class(job, model)}
     path = os.path.join(job.write_dir, "model.h5")
     with saving("the model", path, job.state.latest):
         save_model(model, path)
@@ -337,6 +343,20 @@ def _check_batch_norm(job: Job, precise: int, gap: float = 10.0) -> dict:
             advice,
         )
     return {"train_batch_top1_training_mode": training, "train_batch_top1_inference_mode": inference}
+
+
+def _per_class(job: Job, model: keras.Model) -> dict[str, float | None]:
+    """Per-class test top-1 (%) of the final model, by class name (labels.txt)."""
+    test = job.data.test()
+    if job.config.eval_steps:
+        test = test.take(job.config.eval_steps)
+    labels, predictions = [], []
+    for images, y in test:
+        labels.append(y.numpy())
+        predictions.append(np.argmax(model(images, training=False).numpy(), axis=-1))
+    source = job.data.source
+    confusion = confusion_matrix(np.concatenate(labels), np.concatenate(predictions), source.num_classes)
+    return per_class_top1(confusion, source.label_names())
 
 
 def _quantize_wide_outputs(job: Job, final: dict) -> tuple[keras.Model, dict]:
