@@ -202,6 +202,12 @@ def test_load_model_reads_fp32_keras_files_and_refuses_qat_ones(tmp_path, capsys
     # tf_keras's .keras format with an fp32 model loads too.
     with zipfile.ZipFile(path) as zf:
         assert json.loads(zf.read("metadata.json"))["keras_version"].startswith("3.")
+    # The exporter loads an fp32 .keras file and says how to quantize it first.
+    from export_tflite.__main__ import main as export_main
+
+    capsys.readouterr()
+    assert export_main(["--model", str(path), "--output", str(tmp_path / "x.tflite")]) == 2
+    assert "faq-train --pretrained=" in capsys.readouterr().err and not (tmp_path / "x.tflite").exists()
     loaded.save(tmp_path / "tf_keras.keras")
     again = faq_tf.load_model(tmp_path / "tf_keras.keras")
     np.testing.assert_allclose(again.predict(images, verbose=0), loaded.predict(images, verbose=0), atol=1e-6)
