@@ -144,6 +144,13 @@ def test_study_runs_variants_and_tabulates(tmp_path):
     assert rows[1]["delta_vs_base"] == pytest.approx(rows[1]["test_top1"] - rows[0]["test_top1"])
     md = (tmp_path / "study" / "study.md").read_text()
     assert "| no calibration | `--calibrate=false --epochs=1` |" in md and "| base | `-` |" in md
+    # A finished row is reused; a row without model.h5 was interrupted and runs again (faq-train resumes it).
+    os.remove(tmp_path / "study" / "base" / "model.h5")
+    logged = []
+    again = run_study(str(base), variants, str(tmp_path / "study"), log=logged.append)
+    assert len(logged) == 1 and "study/base" in logged[0]
+    assert (tmp_path / "study" / "base" / "model.h5").exists()
+    assert again[1]["test_top1"] == rows[1]["test_top1"]
     with pytest.raises(ValueError, match="not a flag"):
         parse_variant("x=epochs=3")
 

@@ -5,7 +5,7 @@
   python -m faq_tf.diagnostics study --base=F.flags --variant="wd 1e-4=--weight_decay=0.0001" ...
 
 Each row is one faq-train run (a subprocess, in turn or --parallel at a time) in
-out/NAME; finished rows are reused. The table lists each row's flag changes, its test
+out/NAME; finished rows (with model.h5) are reused, interrupted ones resume. The table lists each row's flag changes, its test
 top-1 and the change against the base row, and goes to out/study.md and study.json.
 """
 
@@ -84,7 +84,8 @@ def _resolve(variant: Variant, epochs: int) -> tuple[str, ...]:
 
 def _run_row(base: str, flags: tuple[str, ...], model_dir: str, log) -> dict:
     metrics = os.path.join(model_dir, "metrics.json")
-    if not os.path.exists(metrics) or "test_top1" not in _read_json(metrics).get("final", {}):
+    # faq-train saves model.h5 last: without it the row was interrupted, and running it again resumes it.
+    if not os.path.exists(os.path.join(model_dir, "model.h5")) or not os.path.exists(metrics):
         cmd = [sys.executable, "-m", "faq_tf.train", f"--flagfile={base}", *flags, f"--model_dir={model_dir}"]
         log(" ".join(cmd[1:]))
         os.makedirs(model_dir, exist_ok=True)
