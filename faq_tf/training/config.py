@@ -177,8 +177,8 @@ class TrainConfig:
     precise_bn: str = _option(
         "auto",
         "Before the final evaluation and save, set BatchNorm statistics to exact averages over N training "
-        "batches: N | off | auto (100 when the run is short for the BN momentum: more than 0.1% of the "
-        "initial moving statistics left).",
+        "batches: N | off | auto (100, or as many as the run trained on if fewer, when the run is short for "
+        "the BN momentum: more than 0.1% of the initial moving statistics left).",
         _precise_bn,
     )
     deterministic: bool = _option(False, "Bit-identical reruns (TF op determinism; slower on GPU).")

@@ -311,7 +311,8 @@ def _precise_batch_norm(job: Job) -> int:
         return 0
     if config.precise_bn == "auto":
         steps = config.steps_per_epoch or job.data.source.num_train // config.batch_size
-        batches = batch_norm.auto_batches(job.model, config.epochs * steps)
+        trained = config.epochs * steps  # never more batches than the run trained on
+        batches = batch_norm.auto_batches(job.model, trained, batches=min(100, trained))
     else:
         batches = int(config.precise_bn)
     if not batches:
