@@ -168,13 +168,15 @@ def _accepted_kwargs(cls: type) -> set[str] | None:
     return names | _BASE_LAYER_KWARGS
 
 
+_ADVICE = (
+    "faq_tf converts Keras's built-in layers only. Rebuild the model with `from faq_tf.compat import keras` "
+    "(tf_keras) and load its weights by layer name, or replace the layer with built-in ones."
+)
+
+
 def _what_to_do(layer3) -> str:
-    return (
-        f"layer '{layer3.name}' ({type(layer3).__module__}.{type(layer3).__name__})"
-        " cannot be rebuilt in tf_keras: faq_tf converts Keras's built-in layers only. Rebuild the model with "
-        "`from faq_tf.compat import keras` (tf_keras) and load its weights by layer name, or replace the layer "
-        "with built-in ones."
-    )
+    cls = type(layer3)
+    return f"layer '{layer3.name}' ({cls.__module__}.{cls.__name__}) cannot be rebuilt in tf_keras: {_ADVICE}"
 
 
 def _convert_layer(layer3) -> keras.layers.Layer:
@@ -185,9 +187,7 @@ def _convert_layer(layer3) -> keras.layers.Layer:
     if isinstance(layer3, keras3.Model):
         return _convert_model(layer3)
     if cls_name == "Lambda":
-        raise Keras3ConversionError(
-            f"layer '{layer3.name}' is a Lambda (Python code): {_what_to_do(layer3).split(': ', 1)[1]}"
-        )
+        raise Keras3ConversionError(f"layer '{layer3.name}' is a Lambda (Python code): {_ADVICE}")
     if not type(layer3).__module__.startswith("keras.src.layers") or not hasattr(keras.layers, cls_name):
         raise Keras3ConversionError(_what_to_do(layer3))
     cls = getattr(keras.layers, cls_name)
