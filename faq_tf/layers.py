@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from faq_tf.compat import deserialize, keras, register, tf, tfmot
+from faq_tf.input_scaling import InputScaling
 from faq_tf.quantizers import fake_quant
 from faq_tf.tracing import exporting
 
@@ -24,13 +25,18 @@ class QuantizeInput(keras.layers.Layer):
 
     Args:
       quantizer: a tfmot Quantizer (an `ActivationQuantizer`), or its serialized config.
+      input_scaling: for a network input, the `faq_tf.input_scaling.InputScaling` folded
+        into the first layers (its config): the input is then pixels, as the original
+        model's was before its Rescaling / Normalization.
     """
 
-    def __init__(self, quantizer, **kwargs):
+    def __init__(self, quantizer, input_scaling: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(quantizer, dict):
             quantizer = deserialize(quantizer)
         self.quantizer = quantizer
+        # A frozen dataclass, not a dict: Keras would wrap a dict attribute for tracking.
+        self.input_scaling = InputScaling.from_config(input_scaling) if input_scaling is not None else None
 
     def build(self, input_shape):
         self.quantizer_vars = self.quantizer.build(input_shape, self.name, self)
@@ -54,6 +60,8 @@ class QuantizeInput(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["quantizer"] = keras.utils.serialize_keras_object(self.quantizer)
+        if self.input_scaling is not None:
+            config["input_scaling"] = self.input_scaling.get_config()
         return config
 
 

@@ -16,17 +16,20 @@ from typing import Any
 
 from faq_tf import calibration, graph, policy, registry
 from faq_tf.compat import keras, tfmot
+from faq_tf.input_scaling import InputScaling, fold_input_scaling
 from faq_tf.introspect import initialize_weight_exponents, precision_summary
 from faq_tf.keras3 import as_tf_keras
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
 from faq_tf.policy import Role
-from faq_tf.quantizers import ActivationQuantizer, control_exponent
+from faq_tf.quantizers import ActivationQuantizer, control_exponent, exponent_for_range
 from faq_tf.registry import ActivationKind, OutputKind
 from faq_tf.saving import quantize_scope
 
 _Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
 
 __all__ = ["quantize_model"]
+
+_PIXEL_MAX = 255.0  # the largest uint8 pixel
 
 
 def _nonnegative(g: graph.Graph) -> dict[str, bool]:
@@ -70,6 +73,7 @@ def quantize_model(
     batch_size: int = 32,
     layer_overrides: Mapping[str, Any] | None = None,
     weight_clip_sigmas: float | None = None,
+    fold_input: bool = True,
     verbose: bool = True,
 ) -> keras.Model:
     """Quantizes a pretrained fp32 model for FAQ fine-tuning.
@@ -89,6 +93,9 @@ def quantize_model(
       batch_size: rows per calibration batch when `calibration_data` is an array.
       layer_overrides: layer name or regex -> "skip", "w8", "a4", "w4a8" or a dict.
       weight_clip_sigmas: k for every weight quantizer; None uses the per-bit default.
+      fold_input: fold a Rescaling / Normalization at the input into the first layers
+        (`faq_tf.input_scaling`), so the integer model takes pixels; False keeps them as
+        quantized layers (the integer export then refuses them).
       verbose: print the per-layer precision summary (`precision_summary`).
 
     Returns:
@@ -112,6 +119,11 @@ def quantize_model(
     canonical = graph.canonicalize(as_tf_keras(model, verbose=verbose))
     if parsed is None:
         return canonical
+    scaling = None
+    if fold_input:
+        canonical, scaling = fold_input_scaling(canonical)
+        if scaling is not None and verbose:
+            print(f"faq_tf: {scaling.describe()}; the model now takes pixels")
     plans = policy.plan_model(canonical, parsed, layer_overrides)
     g = graph.model_graph(canonical)
     quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role is not Role.FIXED}
@@ -125,6 +137,9 @@ def quantize_model(
         for n, p in quantized.items():
             p.signed = ranges[n].signed and p.role is not Role.RELU
             p.exponent = ranges[n].exponent(p.activation_bits, p.signed)
+            if scaling is not None and p.role is Role.INPUT and not p.signed:
+                # Pixels: at least [0, 255] with step 1, so every uint8 pixel is stored as is.
+                p.exponent = max(p.exponent, exponent_for_range(_PIXEL_MAX, p.activation_bits, False))
     else:
         nonneg = _nonnegative(g)
         for n, p in quantized.items():
@@ -133,7 +148,7 @@ def quantize_model(
 
     policy.share_runtime_scales(plans, g)
 
-    qat = _rebuild(canonical, g, plans, weight_clip_sigmas, model_name=f"{model.name}_{parsed.name}")
+    qat = _rebuild(canonical, g, plans, weight_clip_sigmas, f"{model.name}_{parsed.name}", scaling)
     initialize_weight_exponents(qat)
     if verbose:  # the report the caller asked for
         print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
@@ -146,6 +161,7 @@ def _rebuild(
     plans: dict[str, policy.LayerPlan],
     weight_clip_sigmas: float | None,
     model_name: str,
+    scaling: InputScaling | None = None,
 ) -> keras.Model:
     """Rebuilds the canonical model with the quantizers `plans` asks for, layer by layer."""
 
@@ -170,7 +186,8 @@ def _rebuild(
         if plan.activation_bits is None:
             return []
         q = ActivationQuantizer(plan.activation_bits, plan.signed, plan.exponent, plan.rounding)
-        return [QuantizeInput(q, name=f"{name}_quantize")]
+        folded = scaling.get_config() if scaling is not None else None
+        return [QuantizeInput(q, input_scaling=folded, name=f"{name}_quantize")]
 
     with quantize_scope():
         qat, _ = graph.rebuild(canonical, make_layers, input_layers, name=model_name)

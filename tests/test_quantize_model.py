@@ -290,7 +290,8 @@ def test_summary_lists_layers_bits_and_exponents(model, images):
 
 def test_every_listed_layer_type(images, capsys):
     m = listed_layers_model()
-    qat = faq_tf.quantize_model(m, "w4a4", images, verbose=True)
+    # fold_input=False: its Rescaling and Normalization stay layers (tests/test_input_scaling.py folds them)
+    qat = faq_tf.quantize_model(m, "w4a4", images, fold_input=False, verbose=True)
     bits = _bits(qat)
     assert bits[("rescale", "output")] == (8, True)  # signed: [-1, 1)
     assert bits[("norm", "output")][0] == 8

@@ -160,10 +160,13 @@ def own_model_preprocess(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]
     """The preprocessing of a user's own model (fp32 or quantized by faq_tf).
 
     Raw pixels when its first layer after the input (and the input quantizer) is a
-    Rescaling or Normalization: the model scales its input itself. Else pixels / 256.
+    Rescaling or Normalization, or when faq_tf folded one into the first layers
+    (`faq_tf.input_scaling`): the model scales its input itself. Else pixels / 256.
     """
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)  # unwrap tfmot's QuantizeWrapper
+        if getattr(inner, "input_scaling", None) is not None:  # a QuantizeInput after the fold
+            return raw_pixels
         if isinstance(inner, keras.layers.InputLayer) or type(inner).__name__ in ("QuantizeLayer", "QuantizeInput"):
             continue
         scales = isinstance(inner, (keras.layers.Rescaling, keras.layers.Normalization))
