@@ -101,7 +101,10 @@ def convert(
     fn = tf.function(lambda x: model(x, training=False))
     with packed_sub8bit_weights(pack_int4), export_trace():  # weight storage; convertible ops only
         concrete = fn.get_concrete_function(tf.TensorSpec(shape, model.inputs[0].dtype))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # No trackable object: given the Keras model, the converter first tries to save it as a
+    # SavedModel, which traces every layer (minutes for an application) and, for a QAT
+    # model, fails and falls back to converting the concrete function, as here. Same bytes.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if io_dtype != "float32":
         converter.inference_input_type = IO_DTYPES[io_dtype]
