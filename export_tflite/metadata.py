@@ -17,9 +17,10 @@ identifier "M001"). A model carries it as tflite-support's MetadataPopulator wri
 * output: FeatureProperties, labels.txt as a TENSOR_AXIS_LABELS associated file and,
   if given, Stats of the scores.
 
-The maintained writer (the tflite-support package) does not install next to numpy 2 and
-protobuf 5, so this module writes and reads the schema's tables itself with `flatbuffers`;
-tests/test_metadata.py reads its output back with tflite-support's generated code.
+The maintained writer (the tflite-support package) does not install next to faq_tf's
+dependencies (it pins protobuf < 4; its compiled parts are numpy 1's), so this module
+writes and reads the schema's tables itself with `flatbuffers`; tests/test_metadata.py
+reads its output back with tflite-support's generated code.
 """
 
 from __future__ import annotations
