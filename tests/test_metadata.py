@@ -29,11 +29,13 @@ from export_tflite import (
     verify,
 )
 from export_tflite.__main__ import main as export_main
+from export_tflite.evaluate import _class_names
 from export_tflite.evaluate import main as evaluate_main
 from export_tflite.metadata import input_recipe, normalization_of, parse_labels
 from export_tflite.reader import TensorInfo, associated_files, unpack
 from export_tflite.rewriter import append_files, pack, snap_scales
 from export_tflite.verify import main as verify_main
+from faq_tf.data.datasets import ImageSource
 from faq_tf.models import MODELS, PREPROCESSING
 from faq_tf.training import run
 
@@ -285,6 +287,22 @@ def test_verify_prints_the_metadata(tmp_path, exported, capsys):
     path.write_bytes(append_files(pack(unpack(content)), {"labels.txt": b"a\nb\n"}))
     assert verify_main([str(path)]) == 1
     assert "VIOLATION: metadata: 2 labels for the 10 outputs of " in capsys.readouterr().out
+
+
+def test_evaluator_names_classes_with_the_labels(caplog):
+    def source(class_names):
+        return ImageSource("d", 3, 1, None, None, class_names=class_names)
+
+    labels = ("cat", "dog", "bird")
+    assert _class_names(labels, source(None), 3) == labels  # the dataset has no names
+    assert _class_names(labels, source(None), 4) == ("0", "1", "2", "output 3")  # do not fit the outputs
+    assert "3 labels do not fit its 4 outputs" in caplog.text
+    assert _class_names(None, source(None), 3) == ("0", "1", "2")
+    caplog.clear()
+    assert _class_names(labels, source(("cat", "dog", "fish")), 3) == ("cat", "dog", "fish")
+    assert "output 2 is 'bird' in the .tflite and 'fish' in the dataset" in caplog.text
+    caplog.clear()
+    assert _class_names(labels, source(labels), 3) == labels and not caplog.text
 
 
 @pytest.fixture(scope="module")
