@@ -6,7 +6,7 @@ float outputs (w4a4 logits) comes from the run's dataset (config.json) or --data
 
 The file carries standard TFLite metadata (`export_tflite.metadata`; --no_metadata leaves it
 out): the class names (the run's labels.txt, or --labels), the input normalization of the
-run's preprocessing (or --model_name's) and a description.
+run's preprocessing (or --model_name's; none for a --model file without it) and a description.
 
 Exit codes: 0 written and fully integer; 1 written with --no_check but not fully integer
 (`python -m export_tflite.verify` lists why); 2 a user error (one line on stderr, nothing
@@ -128,13 +128,16 @@ def _labels(args: argparse.Namespace) -> tuple[tuple[str, ...] | None, str]:
 
 
 def _metadata(model, labels, preprocess, config: dict, io_dtype: str):
-    """The TFLite metadata of the exported model; None for a model that is not a one-input image classifier."""
+    """The TFLite metadata of the exported model; None for a model that is not a one-input image classifier.
+
+    `preprocess` None: unknown (a model file without --model_name), no normalization is written.
+    """
     from export_tflite.metadata import ImageClassifierMetadata, normalization_of
 
     if not isinstance(model.output_shape, tuple) or len(model.input_shape) != 4:
         return None
-    normalization = normalization_of(preprocess, int(model.input_shape[-1]))
-    mean, std = normalization or (None, None)  # None: not per-channel affine (Keras' "caffe" mode)
+    normalization = normalization_of(preprocess, int(model.input_shape[-1])) if preprocess else None
+    mean, std = normalization or (None, None)  # None: also not per-channel affine (Keras' "caffe" mode)
     pretrained = str(config.get("pretrained", ""))
     trained = os.path.basename(pretrained) if pretrained.endswith(".keras") else config.get("model", model.name)
     if config.get("precision"):
@@ -173,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
             f"{labels_from} has {len(labels)} class names but {path} has {outputs} outputs: "
             "give one name per output, one per line"
         )
-    metadata = None if args.no_metadata else _metadata(model, labels, preprocess, config, args.io_dtype)
+    # A model file's preprocessing is a guess (small_resnet's) unless --model_name says it: not recorded.
+    known = preprocess if args.model_name or config else None
+    metadata = None if args.no_metadata else _metadata(model, labels, known, config, args.io_dtype)
     try:
         representative = None
         if source is not None:
@@ -198,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({len(content)} bytes): {len(report.ops)} ops, fully integer: {report.ok}")
     if metadata is not None:
         print(f"metadata: {metadata.summary()}" + (f" (labels from {labels_from})" if labels_from else ""))
+        if known is None:
+            print("  give --model_name to record the input normalization of its preprocessing")
+        elif metadata.mean is None:
+            print("  the preprocessing is not (pixel - mean) / std per channel (Keras' caffe mode swaps RGB to BGR)")
     elif not args.no_metadata:
         print("metadata: none (written for models with one image input and one output)")
     return EXIT_OK if report.ok else EXIT_VIOLATIONS

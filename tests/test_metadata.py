@@ -334,11 +334,17 @@ def test_cli_writes_the_runs_labels_and_normalization(model_dir, capsys):
 def test_cli_labels_flag_and_no_metadata(model_dir, capsys):
     labels, out = model_dir / "names.txt", model_dir / "u.tflite"
     labels.write_text("cat\ndog\nbird\n")
-    argv = ["--model_dir", str(model_dir / "run"), "--output", str(out)]
-    assert export_main([*argv, f"--labels={labels}", "--io_dtype=uint8"]) == 0
-    assert read_metadata(out.read_bytes()).labels == ("cat", "dog", "bird")
+    h5 = ["--model", str(model_dir / "run" / "model.h5"), "--output", str(out)]
+    assert export_main([*h5, "--model_name=small_resnet", f"--labels={labels}", "--io_dtype=uint8"]) == 0
+    metadata = read_metadata(out.read_bytes())
+    assert metadata.labels == ("cat", "dog", "bird") and (metadata.mean, metadata.std) == ((0.0,), (256.0,))
     assert verify_main([str(out)]) == 0
     assert "  input: feed raw uint8 pixels (q = pixel)" in capsys.readouterr().out
+    assert export_main(h5) == 0  # a model file's preprocessing is unknown without --model_name
+    assert "give --model_name to record the input normalization" in capsys.readouterr().out
+    metadata = read_metadata(out.read_bytes())
+    assert metadata.labels is None and metadata.mean is None
+    argv = ["--model_dir", str(model_dir / "run"), "--output", str(out)]
     assert export_main([*argv, "--no_metadata"]) == 0
     assert read_metadata(out.read_bytes()) is None
     capsys.readouterr()
