@@ -391,9 +391,10 @@ def add_metadata(content: bytes, metadata: ImageClassifierMetadata) -> bytes:
       ValueError: for a model that is not such a classifier, or metadata that does not fit
         it (a label count other than the output size, a normalization with a value count
         other than 1 or the channels, a color space other than the channels'), naming the field.
+      TypeError: if `metadata` is not an `ImageClassifierMetadata`.
     """
     if not isinstance(metadata, ImageClassifierMetadata):
-        raise ValueError(f"metadata must be an ImageClassifierMetadata, got {type(metadata).__name__}")
+        raise TypeError(f"metadata must be an ImageClassifierMetadata, got {type(metadata).__name__}")
     info = read_model(content)
     if len(info.inputs) != 1 or len(info.outputs) != 1:
         raise ValueError(
