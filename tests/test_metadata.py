@@ -44,9 +44,8 @@ LABELS = tuple(f"class {i}" for i in range(10))
 TORCH = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))  # torchvision's mean and std, times 255
 
 
-@pytest.fixture(scope="module")
-def reference():
-    """tflite-support's generated reader of the metadata schema, loaded from its file."""
+def _reference():
+    """tflite-support's generated reader of the metadata schema, loaded from its file; a failure if it is missing."""
     if not os.path.isfile(REFERENCE):
         pytest.fail(
             f"{REFERENCE} is missing: run `make test` (or `make bazel-test`), which extracts it from "
@@ -108,8 +107,9 @@ def test_model_with_metadata_computes_what_it_computed(exported):
     assert read_metadata(compact(with_metadata, "full")) == read_metadata(with_metadata)
 
 
-def test_tflite_support_reads_what_is_written(exported, reference):
+def test_tflite_support_reads_what_is_written(exported):
     """Every field, read with tflite-support's generated code (not export_tflite's) and zipfile."""
+    reference = _reference()
     _, content, _ = exported
     model = unpack(content)
     (entry,) = [e for e in model.metadata if e.name == b"TFLITE_METADATA"]
