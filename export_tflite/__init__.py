@@ -6,6 +6,9 @@
 * `python -m export_tflite.evaluate --tflite=m.tflite --dataset=... [--keras_model=...]`
 * `read_model(content)`: the ops and tensors of any .tflite (`export_tflite.reader`); the
   rewrites (`compact`, `snap_scales`) are `export_tflite.rewriter`
+* `add_metadata(content, ImageClassifierMetadata(...))` / `read_metadata(content)`: standard
+  TFLite metadata (class labels, input normalization), which `convert(..., metadata=...)` and
+  `python -m export_tflite` write (`export_tflite.metadata`)
 
 The binaries exit with 0 (ok), 1 (verifier violations) or 2 (a user error, one line on
 stderr; see `export_tflite.cli`).
@@ -14,6 +17,7 @@ stderr; see `export_tflite.cli`).
 import warnings
 
 from export_tflite.converter import ExportError, convert, quantize_float_outputs
+from export_tflite.metadata import ImageClassifierMetadata, add_metadata, read_metadata
 from export_tflite.reader import TfliteFormatError, read_model
 from export_tflite.rewriter import compact
 from export_tflite.verify import Report, verify
@@ -25,11 +29,14 @@ warnings.filterwarnings("ignore", r".*found in sys\.modules after import of pack
 
 __all__ = [
     "ExportError",
+    "ImageClassifierMetadata",
     "Report",
     "TfliteFormatError",
+    "add_metadata",
     "compact",
     "convert",
     "quantize_float_outputs",
+    "read_metadata",
     "read_model",
     "verify",
 ]

@@ -12,7 +12,9 @@ those scales. This module adds what the converter cannot decide:
 * a compact file: repeated vectors (per-channel zero points, shared scales) stored once,
   short tensor names (`export_tflite.rewriter.compact`);
 * the verifier runs on the result, and a model that is not fully integer is refused
-  with the offending ops and tensors named.
+  with the offending ops and tensors named;
+* optionally, standard TFLite metadata (class labels, input normalization), written last
+  (`export_tflite.metadata`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 
 import numpy as np
 
+from export_tflite.metadata import ImageClassifierMetadata, add_metadata
 from export_tflite.rewriter import TENSOR_NAMES, compact, snap_scales
 from export_tflite.verify import Report, verify
 from faq_tf import calibration, introspect
@@ -51,6 +54,7 @@ def convert(
     pack_int4: bool = False,
     snap_biases: bool = True,
     tensor_names: str = "short",
+    metadata: ImageClassifierMetadata | None = None,
 ) -> bytes:
     """Converts a faq_tf QAT model to a fully integer .tflite model.
 
@@ -71,13 +75,16 @@ def convert(
         "full" (the converter's: every fused TF op) or "none" (graph inputs and outputs
         only). Whatever the names, the file stores each repeated vector once
         (`export_tflite.rewriter.compact`).
+      metadata: TFLite metadata to write (labels, input normalization), or None for none.
+        Added as the last step, after the verifier (`export_tflite.metadata.add_metadata`).
 
     Returns:
       The .tflite bytes.
 
     Raises:
       ExportError: for a model that is not quantized or not fully integer (names the ops).
-      ValueError: for a bad io_dtype or batch size.
+      ValueError: for a bad io_dtype or batch size, or metadata that does not fit the model
+        (e.g. a label count other than its outputs).
     """
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"io_dtype must be one of {sorted(IO_DTYPES)}, got {io_dtype!r}")
@@ -85,6 +92,12 @@ def convert(
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     if tensor_names not in TENSOR_NAMES:
         raise ValueError(f"tensor_names must be one of {TENSOR_NAMES}, got {tensor_names!r}")
+    classes = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None  # one output
+    if metadata is not None and metadata.labels is not None and classes and len(metadata.labels) != classes:
+        raise ValueError(  # before the conversion, as add_metadata would after it
+            f"metadata.labels: {len(metadata.labels)} names for the {classes} outputs of '{model.name}'; "
+            "give one per output"
+        )
     if not introspect.quantized_tensors(model):
         raise ExportError(
             f"Model '{model.name}' has no faq_tf quantizers: quantize it with faq_tf.quantize_model first, "
@@ -124,6 +137,8 @@ def convert(
                 + "\n  ".join(report.violations[:20]),
                 report,
             )
+    if metadata is not None:
+        content = add_metadata(content, metadata)
     return content
 
 

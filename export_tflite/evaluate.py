@@ -6,7 +6,10 @@
 
 Prints top-1 and top-5 on the test split, per-class top-1 (by class name) and the
 confusion matrix (`--plot` draws it); with the Keras model also top-1 agreement and the
-largest logit difference in output quantization steps.
+largest logit difference in output quantization steps. Class names are the dataset's; a
+.tflite that carries labels in its TFLite metadata (`export_tflite.metadata`) has them
+printed too, used as the names when the dataset has none, and a warning when they differ
+from the dataset's.
 
 Exit codes: 0 evaluated; 2 a user error (one line on stderr): a missing, empty or damaged
 .tflite or Keras model, a missing or unknown dataset, an unknown --model, an unwritable --json.
@@ -21,6 +24,7 @@ import sys
 import time
 
 import numpy as np
+from absl import logging
 
 __all__ = ["TfliteRunner", "evaluate_arrays", "compare", "time_invoke", "RUNTIMES"]
 
@@ -176,6 +180,46 @@ def _test_arrays(source, model_name: str, shape, limit: int | None) -> tuple[np.
     return (x[:limit], y[:limit]) if limit else (x, y)
 
 
+def _metadata_labels(content: bytes, path: str) -> tuple[str, ...] | None:
+    """The class labels in the .tflite's metadata, or None (damaged metadata: a warning)."""
+    from export_tflite.metadata import read_metadata
+    from export_tflite.reader import TfliteFormatError
+
+    try:
+        metadata = read_metadata(content)
+    except TfliteFormatError as e:
+        logging.warning("--tflite=%s: its TFLite metadata is not used: %s", path, e)
+        return None
+    return metadata.labels if metadata is not None else None
+
+
+def _label_difference(labels: tuple[str, ...], classes: tuple[str, ...]) -> str | None:
+    """Where the .tflite's labels differ from the dataset's class names, in words; None if they agree."""
+    for i, (label, name) in enumerate(zip(labels, classes)):
+        if label != name:
+            return f"output {i} is {label!r} in the .tflite and {name!r} in the dataset"
+    if len(labels) != len(classes):
+        return f"the .tflite has {len(labels)} labels and the dataset {len(classes)} classes"
+    return None
+
+
+def _class_names(labels: tuple[str, ...] | None, source, outputs: int) -> tuple[str, ...]:
+    """The per-class names: the dataset's, else the .tflite's labels, else "0", "1", ...; one per output at least."""
+    names = source.label_names()
+    if labels is None:
+        pass
+    elif len(labels) != outputs:
+        logging.warning("the .tflite's %d labels do not fit its %d outputs; they are not used", len(labels), outputs)
+    elif not source.class_names:
+        names = labels
+    elif difference := _label_difference(labels, source.class_names):
+        logging.warning(
+            "the .tflite's labels differ from the dataset's class names (%s); per-class results use the dataset's",
+            difference,
+        )
+    return names + tuple(f"output {i}" for i in range(len(names), outputs))  # a model with more outputs than classes
+
+
 def _run(args: argparse.Namespace) -> dict:
     """The results for the flags; user errors raise `UsageError`."""
     from export_tflite.cli import UsageError, check_output_path, load_keras_model, read_tflite
@@ -193,6 +237,7 @@ def _run(args: argparse.Namespace) -> dict:
         if path:
             check_output_path(path, flag)  # before the evaluation, whose results would be lost
     content = read_tflite(args.tflite, "--tflite")
+    labels = _metadata_labels(content, args.tflite)
     try:
         source = get_source(args.dataset, args.data_dir)
     except (OSError, ValueError) as e:
@@ -211,9 +256,10 @@ def _run(args: argparse.Namespace) -> dict:
     except (OSError, ValueError) as e:  # unreadable or unfitting files in the dataset
         raise UsageError(f"--dataset={args.dataset}: {e}") from e
     result, logits = evaluate_arrays(runner, x, y)
-    names = source.label_names()
     outputs = int(logits.shape[-1])
-    names += tuple(f"output {i}" for i in range(len(names), outputs))  # a model with more outputs than classes
+    names = _class_names(labels, source, outputs)
+    if labels is not None:
+        result["labels"] = list(labels)
     confusion = confusion_matrix(y, np.argmax(logits, axis=-1), max(source.num_classes, outputs))
     result["per_class_top1"] = per_class_top1(confusion, names)
     result["confusion"] = {"classes": list(names), "counts": confusion.tolist()}
@@ -251,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         result = _run(args)
         text = json.dumps(result, indent=1)
         print(text)
+        if "labels" in result:
+            shown = result["labels"][:10] + (["..."] if len(result["labels"]) > 10 else [])
+            print(f"labels in the .tflite: {len(result['labels'])} ({', '.join(shown)})")
         print(
             "per-class top-1: "
             + ", ".join(f"{k} {v:.1f}" for k, v in result["per_class_top1"].items() if v is not None)

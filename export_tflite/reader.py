@@ -2,13 +2,16 @@
 
 Uses the schema that ships with the LiteRT runtime (`ai_edge_litert.schema_py_generated`),
 so the verifier reads the file itself rather than trusting the converter. Rewriting a
-file (`snap_scales`, `compact`) is `export_tflite.rewriter`.
+file (`snap_scales`, `compact`) is `export_tflite.rewriter`; the TFLite metadata in a
+file (labels, input normalization) is `export_tflite.metadata`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+import zipfile
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -18,6 +21,7 @@ __all__ = [
     "OpInfo",
     "TensorInfo",
     "TfliteFormatError",
+    "associated_files",
     "graph_io",
     "nearest_short_mantissa",
     "op_name",
@@ -109,6 +113,31 @@ def unpack(content: bytes) -> schema.ModelT:
     except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
         raise TfliteFormatError(f"damaged .tflite file: {type(e).__name__}: {e}") from e
     return model
+
+
+def associated_files(content: bytes) -> dict[str, bytes]:
+    """The files appended to a .tflite as a zip archive: TFLite metadata's associated files (labels.txt).
+
+    TFLite runtimes read the flatbuffer and ignore bytes after it, so files that describe
+    the model travel at the end of the same file (as tflite-support's MetadataPopulator
+    writes them; `export_tflite.rewriter.append_files`).
+
+    Args:
+      content: .tflite bytes.
+
+    Returns:
+      name -> contents, in the archive's order; {} for a file without an appended archive.
+
+    Raises:
+      TfliteFormatError: for an appended archive that is damaged.
+    """
+    if not zipfile.is_zipfile(io.BytesIO(content)):
+        return {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return {item.filename: archive.read(item) for item in archive.infolist()}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise TfliteFormatError(f"damaged associated files (the zip archive after the model): {e}") from e
 
 
 def graph_io(graph: schema.SubGraphT) -> set[int]:

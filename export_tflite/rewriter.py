@@ -2,20 +2,26 @@
 
 * `snap_scales`: makes the converter's folded per-channel scales exact (2^l * m_c), in place;
 * `compact`: a smaller file (each repeated vector stored once, the empty sentinel buffer
-  for tensors without data, short tensor names).
+  for tensors without data, short tensor names);
+* `pack`: an unpacked (and edited) model back into bytes, as `compact` stores it;
+* `append_files`: files appended as a zip archive (TFLite metadata's associated files).
 
-Reading a file into records is `export_tflite.reader`; both start from its `unpack`.
+Each keeps the TFLite metadata and associated files of a file. Reading a file into records
+is `export_tflite.reader`; the rewrites start from its `unpack`.
 """
 
 from __future__ import annotations
+
+import io
+import zipfile
 
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from export_tflite.reader import graph_io, nearest_short_mantissa, op_name, unpack
+from export_tflite.reader import associated_files, graph_io, nearest_short_mantissa, op_name, unpack
 
-__all__ = ["TENSOR_NAMES", "compact", "snap_scales"]
+__all__ = ["TENSOR_NAMES", "append_files", "compact", "pack", "snap_scales"]
 
 TENSOR_NAMES = ("full", "short", "none")
 _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -30,7 +36,7 @@ def snap_scales(content: bytes, bits: int = 7, rel_tol: float = 1e-6) -> tuple[b
     below the exact value; bias scales inherit it. The integer weights and biases are
     the same either way, but the runtime's requantization multiplier is then a hair
     off, which flips exact rounding ties. This rewrites those scales in place (the
-    file layout does not change).
+    file layout does not change: metadata and appended files stay as they are).
 
     Args:
       content: .tflite bytes.
@@ -143,8 +149,10 @@ def compact(content: bytes, tensor_names: str = "short") -> bytes:
       "short" (default) keeps the Keras layer and op (`_short_names`), "none" empties
       them; graph inputs and outputs keep theirs in every mode.
 
-    Operators, constant data, scales and zero points are unchanged. Models whose
-    buffers live outside the flatbuffer (over 2 GB) are returned as they are.
+    Operators, constant data, scales and zero points are unchanged, and so are the
+    `Model.metadata` entries (TFLite metadata included) and the associated files appended
+    after the flatbuffer (`export_tflite.reader.associated_files`). Models whose buffers
+    live outside the flatbuffer (over 2 GB) are returned as they are.
 
     Args:
       content: .tflite bytes (from any writer).
@@ -192,6 +200,52 @@ def compact(content: bytes, tensor_names: str = "short") -> bytes:
                 t.name = names[i]
             elif tensor_names == "none" and i not in io:
                 t.name = b""
-    builder = _SharingBuilder(len(content))
+    files = associated_files(content)
+    packed = pack(model, len(content))
+    return append_files(packed, files) if files else packed
+
+
+def pack(model: schema.ModelT, size_hint: int = 1024) -> bytes:
+    """Serializes an unpacked model (`export_tflite.reader.unpack`), each repeated vector stored once.
+
+    Constant data keeps the converter's 16-byte alignment (see `_SharingBuilder`).
+
+    Args:
+      model: the model, as unpacked and possibly edited.
+      size_hint: the initial builder size in bytes (it grows as needed).
+
+    Returns:
+      .tflite bytes (the flatbuffer alone: associated files are `append_files`).
+    """
+    builder = _SharingBuilder(max(size_hint, 1024))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def append_files(content: bytes, files: dict[str, bytes]) -> bytes:
+    """Appends files to .tflite bytes as a zip archive, as TFLite metadata's associated files travel.
+
+    Stored uncompressed (readers such as tflite-support's map them in place) with a fixed
+    timestamp, so the same model and files give the same bytes. TFLite runtimes ignore
+    the archive.
+
+    Args:
+      content: .tflite bytes without an appended archive (`pack`'s output).
+      files: name -> contents.
+
+    Returns:
+      The bytes with the archive appended.
+
+    Raises:
+      ValueError: if `content` already ends with an archive (pack the model again first).
+    """
+    if zipfile.is_zipfile(io.BytesIO(content)):
+        raise ValueError(
+            "the .tflite bytes already end with a zip archive: pack the model again before appending files"
+        )
+    out = io.BytesIO(content)
+    out.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in files.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    return out.getvalue()

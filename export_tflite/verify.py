@@ -6,7 +6,10 @@ Reads the flatbuffer itself and reports the op list with versions, every tensor'
 and scale, whether each scale is a power of two (or, for per-channel folded weights, a
 power of two times an 8-bit BN constant), and Edge TPU compatibility by its documented
 rules (int8/uint8 only, static shapes, batch 1, mapped ops within version limits); the
-Edge TPU compiler itself cannot run here, and the report says so.
+Edge TPU compiler itself cannot run here, and the report says so. It also prints the TFLite
+metadata (`export_tflite.metadata`): the model's name, class labels, input normalization and
+what an app feeds the input; a file without it gets a note, labels that do not match the
+outputs a violation.
 
 Exit codes: 0 no violations; 1 violations (the report lists them all); 2 a user error (one
 line on stderr): a missing, empty or damaged .tflite file, an unreadable --sample_data.
@@ -23,7 +26,8 @@ import sys
 import numpy as np
 
 from export_tflite.cli import EXIT_OK, EXIT_VIOLATIONS, UsageError, fail, read_tflite
-from export_tflite.reader import ModelInfo, nearest_short_mantissa, read_model
+from export_tflite.metadata import input_recipe, read_metadata
+from export_tflite.reader import ModelInfo, TfliteFormatError, nearest_short_mantissa, read_model
 
 __all__ = ["Report", "verify", "is_power_of_two", "is_pow2_times_int8"]
 
@@ -59,13 +63,18 @@ def is_pow2_times_int8(scale: float, rel_tol: float = 0.0) -> bool:
 
 @dataclasses.dataclass
 class Report:
-    """The verifier's findings. `violations` empty means the model passed."""
+    """The verifier's findings. `violations` empty means the model passed.
+
+    `metadata` is the file's TFLite metadata (`ImageClassifierMetadata`'s fields, and "feed":
+    what an app feeds the input), None for a file without it.
+    """
 
     ops: list[dict]
     tensors: list[dict]
     violations: list[str]
     notes: list[str]
     level_counts: dict[str, int]
+    metadata: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,12 +93,62 @@ class Report:
                 lines.append(f"  {t['name'][:70]:70s} {t['dtype']:8s} scale={t['scale']} pow2={t['scale_ok']}")
         for name, n in self.level_counts.items():
             lines.append(f"  levels used by {name}: {n}")
+        if self.metadata is not None:
+            lines += _metadata_lines(self.metadata)
         lines += [f"note: {n}" for n in self.notes]
         lines += [f"VIOLATION: {v}" for v in self.violations]
         lines.append(
             "OK: fully integer, power-of-two scales" if self.ok else f"FAILED: {len(self.violations)} violation(s)"
         )
         return "\n".join(lines)
+
+
+def _metadata_lines(metadata: dict, max_labels: int = 5) -> list[str]:
+    """The metadata part of `Report.text`."""
+    version = f" {metadata['version']}" if metadata["version"] else ""
+    lines = [f"metadata: {metadata['name']}{version}"]
+    if metadata["description"]:
+        lines.append(f"  description: {metadata['description']}")
+    labels = metadata["labels"]
+    if labels is None:
+        lines.append("  labels: none")
+    else:
+        more = ", ..." if len(labels) > max_labels else ""
+        lines.append(f"  labels: {len(labels)} ({', '.join(labels[:max_labels])}{more})")
+    if metadata["mean"] is None:
+        lines.append("  input normalization: none")
+    else:
+        mean, std = (", ".join(f"{v:.6g}" for v in metadata[k]) for k in ("mean", "std"))
+        lines.append(
+            f"  input normalization: (pixel - mean) / std, mean [{mean}], std [{std}], {metadata['color_space']}"
+        )
+    lines.append(f"  input: {metadata['feed']}")
+    return lines
+
+
+def _check_metadata(content: bytes, info: ModelInfo, violations: list[str], notes: list[str]) -> dict | None:
+    """The file's metadata for the report, with its violations and notes added."""
+    try:
+        metadata = read_metadata(content)
+    except TfliteFormatError as e:
+        violations.append(f"metadata: {e}")
+        return None
+    if metadata is None:
+        notes.append(
+            "no TFLite metadata (class labels, input normalization): python -m export_tflite writes it "
+            "unless --no_metadata; export_tflite.add_metadata adds it to any file"
+        )
+        return None
+    inp, out = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
+    classes = out.shape[-1] if out.shape else 1
+    if metadata.labels is not None and len(metadata.labels) != classes:
+        violations.append(f"metadata: {len(metadata.labels)} labels for the {classes} outputs of '{out.name}'")
+    channels = inp.shape[-1] if inp.shape else 1
+    for field in ("mean", "std"):
+        values = getattr(metadata, field)
+        if values is not None and len(values) not in (1, channels):
+            violations.append(f"metadata: {len(values)} {field} values for the {channels} channels of '{inp.name}'")
+    return dataclasses.asdict(metadata) | {"feed": input_recipe(metadata, inp)}
 
 
 def _four_bit_tensors(info: ModelInfo) -> list[int]:
@@ -125,8 +184,11 @@ def _count_levels(content: bytes, tensor_indices: list[int], sample: np.ndarray)
 def verify(content: bytes, edgetpu: bool = False, sample_data: np.ndarray | None = None) -> Report:
     """Checks a .tflite model. See the module docstring for the rules.
 
+    Damaged TFLite metadata, or labels that do not match the outputs, are violations; the
+    metadata itself is in `Report.metadata`.
+
     Args:
-      content: the .tflite bytes.
+      content: the .tflite bytes (with any associated files appended).
       edgetpu: also check the Edge TPU rules.
       sample_data: inputs (float, as the Keras model takes them) to count the integer
         levels each 4-bit tensor uses.
@@ -195,7 +257,8 @@ def verify(content: bytes, edgetpu: bool = False, sample_data: np.ndarray | None
                 violations.append(f"Edge TPU: op {op.index} {op.name} is not mapped by the Edge TPU compiler")
             elif op.version > limit:
                 violations.append(f"Edge TPU: op {op.index} {op.name} v{op.version} exceeds the supported v{limit}")
-    return Report(ops, tensors, violations, notes, level_counts)
+    metadata = _check_metadata(content, info, violations, notes) if info.inputs and info.outputs else None
+    return Report(ops, tensors, violations, notes, level_counts, metadata)
 
 
 def _run(args: argparse.Namespace) -> Report:

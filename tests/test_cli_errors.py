@@ -93,6 +93,7 @@ CASES = [
         "export-unknown-model-name",
     ),
     Case(_EXPORT, (*_QUANTIZED, "--io_dtype=int16"), "argument --io_dtype: invalid choice", "export-bad-flag", True),
+    Case(_EXPORT, (*_QUANTIZED, "--labels={dir}/missing.txt"), "cannot read --labels=", "export-missing-labels"),
     Case(_VERIFY, ("{empty.tflite}",), "empty.tflite is empty", "verify-empty-tflite"),
     Case(_VERIFY, ("{random.tflite}",), "random.tflite is not a readable .tflite model", "verify-random-tflite"),
     Case(
