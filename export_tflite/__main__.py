@@ -133,6 +133,7 @@ def _metadata(model, labels, preprocess, config: dict, io_dtype: str):
     `preprocess` None: unknown (a model file without --model_name), no normalization is written.
     """
     from export_tflite.metadata import ImageClassifierMetadata, normalization_of
+    from faq_tf.input_scaling import folded_input_scaling
 
     if not isinstance(model.output_shape, tuple) or len(model.input_shape) != 4:
         return None
@@ -146,6 +147,9 @@ def _metadata(model, labels, preprocess, config: dict, io_dtype: str):
         f"{trained}, trained with faq_tf (FAQ quantization-aware training) and exported to integer TFLite "
         f"({io_dtype} input and output)"
     )
+    scaling = folded_input_scaling(model)
+    if scaling is not None:
+        description += f"; the model's {scaling.describe()}: it takes pixels"
     return ImageClassifierMetadata(model.name, mean, std, description=description, labels=labels)
 
 
@@ -166,18 +170,21 @@ def run(args: argparse.Namespace) -> int:
     from export_tflite.converter import ExportError, convert
     from export_tflite.verify import verify
     from faq_tf.data.datasets import make_input
+    from faq_tf.input_scaling import folded_input_scaling
     from faq_tf.models import own_model_preprocess
 
     model = load_keras_model(path, "--model_dir" if args.model_dir else "--model")
-    preprocess = preprocess or own_model_preprocess(model)
+    if preprocess is None or (folded_input_scaling(model) is not None and not args.model_name):
+        preprocess = own_model_preprocess(model)  # a folded Rescaling / Normalization: pixels
     outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if labels is not None and len(labels) != outputs:
         raise UsageError(
             f"{labels_from} has {len(labels)} class names but {path} has {outputs} outputs: "
             "give one name per output, one per line"
         )
-    # A model file's preprocessing is a guess (small_resnet's) unless --model_name says it: not recorded.
-    known = preprocess if args.model_name or config else None
+    # A model file's preprocessing is a guess (small_resnet's) unless --model_name says it, or the
+    # model folded its own Rescaling / Normalization (it takes pixels): else not recorded.
+    known = preprocess if args.model_name or config or folded_input_scaling(model) else None
     metadata = None if args.no_metadata else _metadata(model, labels, known, config, args.io_dtype)
     try:
         representative = None

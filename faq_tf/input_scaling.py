@@ -35,7 +35,7 @@ import numpy as np
 from faq_tf import graph
 from faq_tf.compat import keras, tf
 
-__all__ = ["InputScaling", "fold_input_scaling"]
+__all__ = ["InputScaling", "fold_input_scaling", "folded_input_scaling"]
 
 L = keras.layers
 _AFFINE = (L.Rescaling, L.Normalization)
@@ -241,3 +241,16 @@ def fold_input_scaling(model: keras.Model) -> tuple[keras.Model, InputScaling | 
         tuple(consumers),
         bool(exact),
     )
+
+
+def folded_input_scaling(model: keras.Model) -> InputScaling | None:
+    """The `InputScaling` that `faq_tf.quantize_model` folded into `model`, or None.
+
+    Args:
+      model: a faq_tf QAT model (or any model: None when it has no folded scaling).
+    """
+    for layer in model.layers:
+        scaling = getattr(layer, "input_scaling", None)
+        if isinstance(scaling, InputScaling):
+            return scaling
+    return None

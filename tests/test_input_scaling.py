@@ -169,3 +169,25 @@ def test_transfer_learning_model_with_its_rescaling_exports_fully_integer(precis
     assert runner.input["dtype"] == np.uint8 and (scale, zero) == (1.0, 0)  # raw pixels go in as they are
     test = _pixels(16, (32, 32, 3), seed=3)
     np.testing.assert_array_equal(runner(test), reference.predict(test, verbose=0))
+
+
+def test_export_cli_records_that_the_folded_model_takes_pixels(tmp_path, capsys):
+    from export_tflite.__main__ import main as export_main
+    from export_tflite.metadata import read_metadata
+
+    i = keras.Input((16, 16, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1, name="scale")(i)
+    model = _randomize(keras.Model(i, _head(L.Conv2D(6, 3, name="conv")(x), "conv")))
+    qat = faq_tf.quantize_model(model, "w8a8", _pixels(32), verbose=False)
+    path, out = str(tmp_path / "qat.h5"), str(tmp_path / "m.tflite")
+    qat.save(path)
+    assert export_main([f"--model={path}", f"--output={out}", "--io_dtype=uint8"]) == 0  # no --model_name needed
+    metadata = read_metadata(open(out, "rb").read())
+    assert (metadata.mean, metadata.std) == ((0.0,), (1.0,))  # raw pixels
+    assert "scale (x * 0.00784314 + -1) folded into conv" in metadata.description
+    printed = capsys.readouterr().out
+    assert "metadata:" in printed and "give --model_name" not in printed, printed
+    from export_tflite.verify import main as verify_main
+
+    assert verify_main([out]) == 0
+    assert "feed raw uint8 pixels" in capsys.readouterr().out

@@ -163,10 +163,12 @@ def own_model_preprocess(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]
     Rescaling or Normalization, or when faq_tf folded one into the first layers
     (`faq_tf.input_scaling`): the model scales its input itself. Else pixels / 256.
     """
+    from faq_tf.input_scaling import folded_input_scaling
+
+    if folded_input_scaling(model) is not None:
+        return raw_pixels
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)  # unwrap tfmot's QuantizeWrapper
-        if getattr(inner, "input_scaling", None) is not None:  # a QuantizeInput after the fold
-            return raw_pixels
         if isinstance(inner, keras.layers.InputLayer) or type(inner).__name__ in ("QuantizeLayer", "QuantizeInput"):
             continue
         scales = isinstance(inner, (keras.layers.Rescaling, keras.layers.Normalization))
