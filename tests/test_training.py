@@ -403,6 +403,19 @@ def test_step_time_benchmark_reports_time_and_memory_per_variant(tmp_path):
     assert "| w4a4+xla |" in table and result["memory_measure"] in table
 
 
+def test_precise_bn_each_epoch_sets_exact_statistics_before_each_evaluation(tmp_path):
+    cfg = _config(tmp_path, precision="fp32", pretrained="none", epochs=2, precise_bn_each_epoch=True)
+    final = run(cfg)
+    epochs = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]
+    # auto: as many batches as trained so far (4 updates per epoch), then all 8 at the end
+    assert [e["precise_bn_batches"] for e in epochs] == [4, 8] and final["precise_bn_batches"] == 8
+    assert all("test_top1" in e for e in epochs)
+    off = run(dataclass_replace(cfg, precise_bn="off", model_dir=str(tmp_path / "off")))
+    assert off.get("precise_bn_batches") == 0
+    epochs = json.loads((tmp_path / "off" / "metrics.json").read_text())["epochs"]
+    assert [e["precise_bn_batches"] for e in epochs] == [0, 0]
+
+
 def test_precise_bn_gives_a_short_run_its_training_mode_accuracy(tmp_path, caplog):
     """3 fp32 epochs from scratch on a 300-image folder, then FAQ w8a8 (1 epoch) and w4a4 (2 epochs)."""
     folder = f"folder:{_image_folder(tmp_path, per_class=100)}"

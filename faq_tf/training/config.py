@@ -181,6 +181,11 @@ class TrainConfig:
         "the BN momentum: more than 0.1% of the initial moving statistics left).",
         _precise_bn,
     )
+    precise_bn_each_epoch: bool = _option(
+        False,
+        "Also set exact BatchNorm statistics (as --precise_bn, over the batches trained so far) before each "
+        "epoch's evaluation, so that every epoch's test accuracy is that of its exact statistics.",
+    )
     deterministic: bool = _option(False, "Bit-identical reruns (TF op determinism; slower on GPU).")
     diagnostics: tuple[str, ...] = _option(
         (),

@@ -246,6 +246,8 @@ def _train_epoch(job: Job, epoch: int) -> None:
         "images_per_second": round(stats.images_per_second, 1),
     }
     if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+        if config.precise_bn_each_epoch:
+            record["precise_bn_batches"] = _precise_batch_norm(job, epochs_trained=epoch + 1)
         record.update(trainer.evaluate(job.test, config.eval_steps))
     job.records.add(epoch, record)
     with saving("a checkpoint", state.manager.directory, state.latest):
@@ -304,14 +306,19 @@ def finish(job: Job) -> dict:
     return final
 
 
-def _precise_batch_norm(job: Job) -> int:
-    """Averages the BN statistics over N training batches (--precise_bn); returns N used (0: off)."""
+def _precise_batch_norm(job: Job, epochs_trained: int | None = None) -> int:
+    """Averages the BN statistics over N training batches (--precise_bn); returns N used (0: off).
+
+    Args:
+      job: the run.
+      epochs_trained: epochs trained so far (default: all of them, at the end of the run).
+    """
     config = job.config
     if config.precise_bn == "off":
         return 0
     if config.precise_bn == "auto":
         steps = config.steps_per_epoch or job.data.source.num_train // config.batch_size
-        trained = config.epochs * steps  # never more batches than the run trained on
+        trained = (config.epochs if epochs_trained is None else epochs_trained) * steps  # never more batches
         batches = batch_norm.auto_batches(job.model, trained, batches=min(100, trained))
     else:
         batches = int(config.precise_bn)
