@@ -1,5 +1,7 @@
 """Data pipelines: determinism under skipping (resume), resizing, preprocessing."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -51,3 +53,33 @@ def test_gray_images_resized_for_a_keras_application():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
         get_source("mnist")
+
+
+def test_animal_folder_script_writes_a_folder_dataset_from_the_wheel(tmp_path):
+    import gzip
+    import pickle
+    import zipfile
+
+    from scripts import animal_folder
+
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, (40, 28, 28)).astype(np.uint8)
+    labels = np.repeat(np.arange(10), 4)
+    wheel = tmp_path / "animal_mnist-0.4-py3-none-any.whl"  # the real wheel's layout, made up arrays
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(animal_folder._MEMBERS["images"], gzip.compress(pickle.dumps(images)))
+        z.writestr(animal_folder._MEMBERS["labels"], gzip.compress(pickle.dumps(labels)))
+    out = tmp_path / "animals"
+    assert (
+        animal_folder.main(["--out", str(out), "--wheel", str(wheel), "--train_per_class=3", "--test_per_class=1"]) == 0
+    )
+    source = get_source(f"folder:{out}")
+    assert source.class_names == animal_folder.CLASSES and source.num_train == 30
+    assert sum(1 for _ in source.test()) == 10
+    # Only numpy arrays are unpickled from the download.
+    evil = tmp_path / "evil.whl"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr(animal_folder._MEMBERS["images"], gzip.compress(pickle.dumps(os.system)))
+        z.writestr(animal_folder._MEMBERS["labels"], gzip.compress(pickle.dumps(labels)))
+    with pytest.raises(pickle.UnpicklingError, match="only numpy arrays"):
+        animal_folder.read_arrays(str(evil))
