@@ -27,9 +27,9 @@ from faq_tf.compat import keras
 L = keras.layers
 
 
-def transfer_model(size: int, seed: int = 0) -> keras.Model:
-    """The tutorial's model with random weights and non-trivial BN statistics."""
-    app = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), include_top=False)
+def transfer_model(size: int, seed: int = 0, alpha: float = 1.0) -> keras.Model:
+    """The tutorial's model with random weights and non-trivial BN statistics (alpha: MobileNetV2's width)."""
+    app = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), include_top=False, alpha=alpha)
     model = keras.Sequential(
         [
             keras.Input((size, size, 3)),

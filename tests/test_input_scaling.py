@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import faq_tf
+from benchmarks.transfer_export import transfer_model
 from conftest import listed_layers_model
 from export_tflite import convert, quantize_float_outputs, read_model
 from export_tflite.evaluate import TfliteRunner
@@ -135,25 +136,9 @@ def _head_only():
     return keras.Model(i, _head(L.Conv2D(6, 3, name="conv")(i), "conv"))
 
 
-def _transfer_model() -> keras.Model:
-    """Keras's transfer-learning recipe: preprocessing, a nested application, a head."""
-    app = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False, alpha=0.35)
-    return keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            L.Rescaling(1 / 127.5, offset=-1),
-            app,
-            L.GlobalAveragePooling2D(),
-            L.Dropout(0.2),
-            L.Dense(5),
-        ],
-        name="transfer",
-    )
-
-
 @pytest.mark.parametrize("precision", ["w8a8", "w4a4"])
 def test_transfer_learning_model_with_its_rescaling_exports_fully_integer(precision, tmp_path):
-    model = _randomize(_transfer_model())
+    model = _randomize(transfer_model(32, alpha=0.35))  # Keras's transfer-learning recipe, small
     x = _pixels(64, (32, 32, 3), seed=1)
     qat = faq_tf.quantize_model(model, precision, x, verbose=False)
     if precision == "w8a8":
