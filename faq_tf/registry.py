@@ -143,6 +143,7 @@ _LAYER_TABLE: tuple[LayerInfo, ...] = (
     ),  # quantized at its input's scale (policy.share_runtime_scales)
     _passthrough(L.GlobalMaxPooling2D),
     _passthrough(L.ZeroPadding2D),
+    _passthrough(L.UpSampling2D),  # nearest only (get_layer_info): repeats values, keeps the scale
     _passthrough(L.Cropping2D),
     _passthrough(L.Flatten),
     _passthrough(L.Reshape),
@@ -239,6 +240,8 @@ def get_layer_info(layer) -> LayerInfo:
         raise _unsupported(layer, "is not supported by faq_tf")
     if info.output is OutputKind.ACTIVATION:
         activation_kind(layer)
+    if type(layer) is L.UpSampling2D and layer.interpolation != "nearest":
+        raise _unsupported(layer, f"interpolates '{layer.interpolation}'; only 'nearest' (a repeat) is supported")
     return info
 
 

@@ -41,7 +41,8 @@ def residual_model(input_shape=(16, 16, 3), classes=10) -> keras.Model:
 
 
 def ops_model() -> keras.Model:
-    """The layers residual_model lacks: average pooling, depthwise+BN, a signed concat, Dense+ReLU."""
+    """The layers residual_model lacks: average pooling, depthwise+BN, a signed concat, nearest
+    upsampling, Dense+ReLU."""
     i = keras.Input((16, 16, 3), name="image")
     x = L.Conv2D(8, 3, padding="same", name="conv")(i)
     x = L.BatchNormalization(name="bn")(x)  # signed: no ReLU
@@ -50,6 +51,7 @@ def ops_model() -> keras.Model:
     d = L.BatchNormalization(name="dw_bn")(d)
     d = L.ReLU(name="dw_relu")(d)
     x = L.Concatenate(name="concat")([a, d])
+    x = L.MaxPooling2D(2, name="down")(L.UpSampling2D(2, name="up")(x))  # a repeat, then its max: x again
     x = L.Flatten(name="flat")(x)
     x = L.Dense(16, activation="relu", name="fc")(x)
     return keras.Model(i, L.Dense(10, name="logits")(x), name="ops")

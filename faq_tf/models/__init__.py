@@ -1,6 +1,6 @@
-"""Models by name: every named keras.applications model, the paper's PyTorch-topology
-networks, and a small ResNet for Fashion-MNIST. `build_model` also loads weights and
-returns the model's preprocessing."""
+"""Models by name: every named keras.applications model, the paper's networks in torchvision's
+topology (whose published weights `faq_tf.models.import_torch` loads), and a small ResNet for
+Fashion-MNIST. `build_model` also loads weights and returns the model's preprocessing."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import os
 from collections.abc import Callable
 
 from faq_tf.compat import keras, tf
-from faq_tf.models import paper
+from faq_tf.models.densenet import densenet161
+from faq_tf.models.inception import inception_v3
+from faq_tf.models.resnet import resnet18, resnet18_cifar, resnet34, resnet50, resnet152
 from faq_tf.models.small_resnet import small_resnet
+from faq_tf.models.vgg import vgg16_bn
 
 __all__ = [
     "MODELS",
@@ -20,7 +23,11 @@ __all__ = [
     "model_from_file",
     "own_model_preprocess",
     "small_resnet",
+    "TORCH_WEIGHT_SUFFIXES",
 ]
+
+# --pretrained files that are torchvision state_dicts (imported by faq_tf.models.import_torch).
+TORCH_WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 _TORCH_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _TORCH_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -29,6 +36,12 @@ _TORCH_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 def torch_preprocess(x: tf.Tensor) -> tf.Tensor:
     """torchvision normalization of RGB pixels in [0, 255]."""
     return (x - tf.constant(_TORCH_MEAN)) / tf.constant(_TORCH_STD)
+
+
+def inception_preprocess(x: tf.Tensor) -> tf.Tensor:
+    """torchvision's Inception-v3 input: normalization followed by its transform_input, which
+    together are (pixels / 255 - 0.5) / 0.5."""
+    return x / 127.5 - 1.0
 
 
 def unit_preprocess(x: tf.Tensor) -> tf.Tensor:
@@ -64,12 +77,15 @@ class ModelSpec:
       input_shape: default input shape.
       preprocess: maps float pixels in [0, 255] to the model's input.
       keras_app: the keras.applications function name, for `weights="imagenet"`.
+      torch_classifier: for torchvision-topology models, the torchvision module path of the
+        classifier (whose tensor gives the number of classes of an imported state_dict).
     """
 
     builder: Callable[..., keras.Model]
     input_shape: tuple[int, int, int]
     preprocess: Callable[[tf.Tensor], tf.Tensor]
     keras_app: str | None = None
+    torch_classifier: str | None = None
 
 
 def _app(name: str, module: str, size: int) -> ModelSpec:
@@ -88,11 +104,15 @@ MODELS: dict[str, ModelSpec] = {
     **{n: _app(n, "densenet", 224) for n in ("DenseNet121", "DenseNet169", "DenseNet201")},
     "MobileNet": _app("MobileNet", "mobilenet", 224),
     "MobileNetV2": _app("MobileNetV2", "mobilenet_v2", 224),
-    "resnet18": ModelSpec(paper.resnet18, (224, 224, 3), torch_preprocess),
-    "resnet34": ModelSpec(paper.resnet34, (224, 224, 3), torch_preprocess),
-    "vgg16_bn": ModelSpec(paper.vgg16_bn, (224, 224, 3), torch_preprocess),
-    "densenet161": ModelSpec(paper.densenet161, (224, 224, 3), torch_preprocess),
-    "resnet18_cifar": ModelSpec(paper.resnet18_cifar, (32, 32, 3), torch_preprocess),
+    # The paper's Table 1 networks as torchvision builds them (import torchvision's weights).
+    "resnet18": ModelSpec(resnet18, (224, 224, 3), torch_preprocess, torch_classifier="fc"),
+    "resnet34": ModelSpec(resnet34, (224, 224, 3), torch_preprocess, torch_classifier="fc"),
+    "resnet50": ModelSpec(resnet50, (224, 224, 3), torch_preprocess, torch_classifier="fc"),
+    "resnet152": ModelSpec(resnet152, (224, 224, 3), torch_preprocess, torch_classifier="fc"),
+    "inception_v3": ModelSpec(inception_v3, (299, 299, 3), inception_preprocess, torch_classifier="fc"),
+    "densenet161": ModelSpec(densenet161, (224, 224, 3), torch_preprocess, torch_classifier="classifier"),
+    "vgg16_bn": ModelSpec(vgg16_bn, (224, 224, 3), torch_preprocess, torch_classifier="classifier.6"),
+    "resnet18_cifar": ModelSpec(resnet18_cifar, (32, 32, 3), torch_preprocess),
     "small_resnet": ModelSpec(small_resnet, (28, 28, 1), unit_preprocess),
 }
 
@@ -106,8 +126,10 @@ def build_model(
       name: a key of `MODELS`.
       num_classes: logits of the classifier.
       pretrained: "imagenet" (Keras application weights), "none" (random init), a
-        path to `.h5` weights or a SavedModel of the same architecture, or a `.keras`
-        file: then the model is the file's (`model_from_file`) and `name` is not used.
+        path to `.h5` weights or a SavedModel of the same architecture, a torchvision
+        state_dict (`.pth`, `.pt`, `.safetensors`) for a torchvision-topology model
+        (`faq_tf.models.import_torch`), or a `.keras` file: then the model is the file's
+        (`model_from_file`) and `name` is not used.
       image_size: square input size overriding the model's default.
 
     Returns:
@@ -126,8 +148,8 @@ def build_model(
     if pretrained == "imagenet":
         if spec.keras_app is None:
             raise ValueError(
-                f"No Keras ImageNet weights for '{name}': pass --pretrained=PATH to .h5 weights "
-                "(e.g. converted from the torchvision checkpoint) or --pretrained=none."
+                f"No Keras ImageNet weights for '{name}': pass torchvision's file, --pretrained=FILE.pth, or "
+                "the .h5 that `python -m faq_tf.models.import_torch` made of it (docs/paper.md), or --pretrained=none."
             )
         return spec.builder(input_shape=shape, classes=num_classes, weights="imagenet"), spec
     kwargs = {"weights": None} if spec.keras_app else {}
@@ -136,6 +158,15 @@ def build_model(
         return model, spec
     if not os.path.exists(pretrained):
         raise FileNotFoundError(f"--pretrained={pretrained}: no such file or directory")
+    if pretrained.endswith(TORCH_WEIGHT_SUFFIXES):
+        from faq_tf.models.import_torch import load_torch_weights
+
+        if spec.torch_classifier is None:
+            raise ValueError(
+                f"--pretrained={pretrained} is a PyTorch state_dict, but model '{name}' has no torchvision "
+                f"counterpart; use one of {', '.join(k for k, s in MODELS.items() if s.torch_classifier)}"
+            )
+        return load_torch_weights(model, pretrained), spec
     try:
         if os.path.isdir(pretrained):
             from faq_tf.saving import load_model
