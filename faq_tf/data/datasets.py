@@ -43,7 +43,9 @@ class ImageSource:
       train: returns the unbatched training split, in a fixed order.
       test: returns the unbatched test split.
       augment: "none", "cifar" (pad 4, crop, flip) or "imagenet" (random resized crop, flip).
-      eval_crop: central fraction kept at evaluation (0.875 = 224/256 for ImageNet), or 1.
+      eval_crop: below 1, evaluation images are resized so that the model's input is this
+        fraction of their shorter side, then center-cropped (torchvision's Resize(256) and
+        CenterCrop(224) at 0.875); 1: resized to the input as they are.
       class_names: the name of each label (folder names, TFDS label names), or None.
     """
 
@@ -228,9 +230,25 @@ def get_source(spec: str, data_dir: str | None = None) -> ImageSource:
     )
 
 
+def resize_and_center_crop(image: tf.Tensor, size: tuple[int, int], crop: float) -> tf.Tensor:
+    """torchvision's evaluation transform, Resize(round(S / crop)) then CenterCrop(S): the shorter
+    side is resized (bilinear, antialiased) to round(S / crop), 256 for 224 and 342 for 299 at
+    crop 0.875, keeping the aspect ratio, and the central size[0] x size[1] is kept."""
+    h, w = size
+    shorter = round(min(h, w) / crop)
+    dims = tf.shape(image)[:2]
+    short, long = tf.reduce_min(dims), tf.reduce_max(dims)
+    scaled_long = tf.maximum(shorter * long // short, shorter)  # torchvision: int(size * long / short)
+    new = tf.where(dims[0] <= dims[1], tf.stack([shorter, scaled_long]), tf.stack([scaled_long, shorter]))
+    image = tf.image.resize(image, new, antialias=True)
+    top = tf.cast(tf.round(tf.cast(new[0] - h, tf.float32) / 2), tf.int32)
+    left = tf.cast(tf.round(tf.cast(new[1] - w, tf.float32) / 2), tf.int32)
+    return tf.image.crop_to_bounding_box(image, top, left, h, w)
+
+
 def _resize_channels(image: tf.Tensor, shape: tuple[int, int, int], crop: float) -> tf.Tensor:
     if crop < 1.0:
-        image = tf.image.central_crop(image, crop)
+        image = resize_and_center_crop(image, shape[:2], crop)
     if tuple(image.shape[:2]) != tuple(shape[:2]):
         image = tf.image.resize(image, shape[:2])
     channels = image.shape[-1]

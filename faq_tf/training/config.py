@@ -114,7 +114,8 @@ class TrainConfig:
     model: str = _option("small_resnet", "Model name (faq_tf.models.MODELS).")
     pretrained: str = _option(
         "none",
-        "imagenet | none | path to .h5 weights or a SavedModel of --model | path to a .keras fp32 model "
+        "imagenet | none | path to .h5 weights or a SavedModel of --model | a torchvision state_dict "
+        "(.pth/.safetensors) of a torchvision-topology --model | path to a .keras fp32 model "
         "(Keras 3 or tf_keras; it replaces --model).",
     )
     image_size: int | None = _option(None, "Square input size (default: the model's).", _positive)
@@ -145,7 +146,12 @@ class TrainConfig:
     calibration_percentile: float = _option(DEFAULT_PERCENTILE_8BIT, "Percentile for 8-bit tensors.", _percentile)
     calibration_percentile_low_bit: float = _option(DEFAULT_PERCENTILE_LOW_BIT, "Percentile below 8 bits.", _percentile)
     # schedule
-    epochs: int = _option(1, "Epochs.", _positive)
+    epochs: int = _option(
+        1,
+        "Epochs. 0: no training; the starting model (fp32, or quantized and calibrated) is evaluated and "
+        "saved, e.g. to check imported weights against their published accuracy before fine-tuning.",
+        _non_negative,
+    )
     steps_per_epoch: int | None = _option(None, "Real batches per epoch (default: the whole training set).", _positive)
     eval_steps: int | None = _option(None, "Test batches per evaluation (default: all).", _positive)
     lr: float = _option(1e-4, "Initial learning rate.")
@@ -221,7 +227,7 @@ class TrainConfig:
     def lr_schedule_fn(self) -> LearningRateSchedule:
         """The learning-rate schedule."""
         return LearningRateSchedule(
-            self.lr_schedule, self.lr, self.epochs, self.lr_final, self.lr_decay, tuple(self.lr_boundaries)
+            self.lr_schedule, self.lr, max(self.epochs, 1), self.lr_final, self.lr_decay, tuple(self.lr_boundaries)
         )
 
     def batch_schedule_obj(self) -> BatchSchedule:
