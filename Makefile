@@ -1,6 +1,7 @@
 # faq_tf: one entry point for setting up, testing and running.
-#   make test    create .venv (if needed), install faq_tf, run ruff and the test suite (with
-#                tflite-support's metadata schema reader in .venv/reference, for test_metadata.py)
+#   make test    create .venv (if needed), install faq_tf with its torch extra, run ruff and the test
+#                suite (with tflite-support's metadata schema reader in .venv/reference, for
+#                test_metadata.py, and torchvision, for test_import_torch.py)
 #   make demo    the main job: FAQ w8a8 + w4a4 on Fashion-MNIST, integer export, LiteRT evaluation
 #   make bench   the side-by-side benchmark suite (FAQ vs fp32 controls, PTQ, tfmot QAT)
 #   make bazel-test   the same tests through Bazel (Debian's bazel-bootstrap, offline)
@@ -16,6 +17,10 @@ STAMP := $(VENV)/.installed
 REFERENCE := $(VENV)/reference/metadata_schema_py_generated.py
 REFERENCE_SHA256 := bcd857b0f5af7d74ec948e882d4d8e31f4bdd41dece562110d1ffcbd8453bf50
 
+# The torch extra (torch + torchvision, several GB): test_import_torch.py checks imported weights
+# against torchvision's own models. Its own stamp, so that `make demo` does not need it.
+TORCH_STAMP := $(VENV)/.installed-torch
+
 .PHONY: test demo bench bazel-test bazel-tool apps lint data clean
 
 $(STAMP): setup.py
@@ -23,6 +28,10 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+$(TORCH_STAMP): setup.py | $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,torch]"
+	touch $(TORCH_STAMP)
 
 # Not part of $(STAMP), so that existing environments get it too. The wheel's platform is pinned
 # (the file is the same in every wheel) so that any host can download it.
@@ -57,7 +66,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check faq_tf export_tflite tests benchmarks scripts
 	$(VENV)/bin/ruff format --check faq_tf export_tflite tests benchmarks scripts setup.py
 
-test: $(STAMP) $(REFERENCE) bazel-tool lint
+test: $(STAMP) $(TORCH_STAMP) $(REFERENCE) bazel-tool lint
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP) data

@@ -26,6 +26,9 @@ setup(
     ],
     extras_require={
         "micro": ["tflite-micro"],  # TFLM from Python: --runtime=micro, verify --micro
+        # faq_tf.models.import_torch reads .pth files; tests compare with torchvision's own models.
+        # (.safetensors files are read without it.)
+        "torch": ["torch>=2.1", "torchvision>=0.16"],
         "dev": ["pytest>=8", "ruff>=0.6", "tflite-micro"],
     },
     entry_points={"console_scripts": ["faq-train=faq_tf.train:cli"]},

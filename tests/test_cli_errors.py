@@ -146,6 +146,36 @@ CASES += [
     ),
 ]
 
+_IMPORT = "faq_tf.models.import_torch"
+CASES += [
+    Case(
+        _IMPORT,
+        ("--model=resnet18", "--weights={dir}/missing.pth", "--output={dir}/w.h5"),
+        "missing.pth: no such file",
+        "import-missing-weights",
+    ),
+    Case(
+        _IMPORT,
+        ("--model=resnet18", "--weights={bad.safetensors}", "--output={dir}/w.h5"),
+        "bad.safetensors: not a safetensors file",
+        "import-damaged-safetensors",
+    ),
+    Case(
+        _IMPORT,
+        ("--model=ResNet50", "--weights={bad.safetensors}", "--output={dir}/w.h5"),
+        "--model=ResNet50 has no torchvision counterpart; use one of densenet161, inception_v3",
+        "import-not-a-torchvision-model",
+    ),
+    Case(_IMPORT, ("--model=resnet18",), "--weights is required", "import-missing-flag"),
+    Case(
+        _TRAIN,
+        ("--model=resnet18", *_RUN, "--pretrained={bad.safetensors}", "--model_dir={dir}/runs/bad_st"),
+        "bad.safetensors: not a safetensors file",
+        "train-damaged-torch-weights",
+        prog="faq-train",
+    ),
+]
+
 _DIAGNOSTICS = "faq_tf.diagnostics"
 CASES += [
     Case(_DIAGNOSTICS, ("similarity", "{truncated.h5}", "{float.h5}"), "truncated.h5", "diagnostics-damaged-model"),
@@ -184,6 +214,7 @@ def files(tmp_path_factory) -> dict[str, str]:
         "empty.tflite": b"",
         "random.tflite": b"\x1c\x00\x00\x00TFL3" + rng.bytes(256),  # the right header, random body
         "truncated.h5": h5[: len(h5) // 3],
+        "bad.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all",
     }
     for name, content in damaged.items():
         (root / name).write_bytes(content)
