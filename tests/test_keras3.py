@@ -94,6 +94,7 @@ def _every_registry_layer_model():
     a = K3.AveragePooling2D(2, name="avg")(x)
     m = K3.MaxPooling2D(2, name="max")(x)
     x = K3.Concatenate(name="pools")([a, m])
+    x = K3.MaxPooling2D(2, name="down")(K3.UpSampling2D(2, name="up")(x))  # a repeat and its max: x again
     x = K3.Cropping2D(1, name="crop")(x)
     x = K3.SpatialDropout2D(0.1, name="sdrop")(x)
     g = K3.GlobalAveragePooling2D(name="gap")(x)
