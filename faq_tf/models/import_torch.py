@@ -228,7 +228,10 @@ def load_torch_weights(model: keras.Model, state_dict: str | Mapping[str, np.nda
         if params is None:
             missing.append(layer.name)
             continue
-        weights = _keras_weights(layer, params, model, inbound)
+        try:
+            weights = _keras_weights(layer, params, model, inbound)
+        except TorchImportError as e:  # name the file too, when there is one
+            raise TorchImportError(f"{where}{e}") from None
         for have, want in zip(weights, layer.get_weights()):
             if have.shape != want.shape:
                 raise TorchImportError(
