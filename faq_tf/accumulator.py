@@ -41,7 +41,7 @@ from faq_tf.layers import BatchNormWrapper, QuantizeInput
 from faq_tf.quantizers import BatchNormMultiplierQuantizer, FixedExponentQuantizer, WeightQuantizer
 from faq_tf.registry import OutputKind
 
-__all__ = ["SnapReport", "snap_to_accumulator_grid"]
+__all__ = ["SnapReport", "snap_to_accumulator_grid", "input_exponent", "output_exponent"]
 
 _Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
 _WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
@@ -73,14 +73,16 @@ class SnapReport:
         return bool(self.moved or self.rewritten)
 
 
-def _input_exponent(g: graph.Graph, name: str) -> int | None:
-    """l of the quantized tensor feeding layer `name` (walking back through pass-through layers)."""
+def output_exponent(g: graph.Graph, name: str) -> int | None:
+    """l of the quantized tensor that layer `name` outputs: its own quantizer's, or through
+    pass-through layers (padding, reshapes, dropout) its input's; None if it is float.
+
+    Args:
+      g: the layer graph of a faq_tf QAT model (`faq_tf.graph.model_graph`).
+      name: a layer of `g`.
+    """
     seen = set()
-    while True:
-        producers = g.producers[name]
-        if len(producers) != 1 or producers[0] in seen:
-            return None
-        name = producers[0]
+    while name not in seen:
         seen.add(name)
         layer = g.layers[name]
         if isinstance(layer, QuantizeInput):
@@ -94,6 +96,22 @@ def _input_exponent(g: graph.Graph, name: str) -> int | None:
         # Only layers the registry marks as pass-through keep their input's scale.
         if not registry.supports(layer) or registry.get_layer_info(layer).output is not OutputKind.PASSTHROUGH:
             return None
+        producers = g.producers[name]
+        if len(producers) != 1:
+            return None
+        name = producers[0]
+    return None
+
+
+def input_exponent(g: graph.Graph, name: str) -> int | None:
+    """l of the quantized tensor feeding layer `name` (one input; see `output_exponent`).
+
+    Args:
+      g: the layer graph of a faq_tf QAT model.
+      name: a layer of `g` with one producer.
+    """
+    producers = g.producers[name]
+    return output_exponent(g, producers[0]) if len(producers) == 1 else None
 
 
 def _by_attr(layer) -> dict:
@@ -127,7 +145,7 @@ def snap_to_accumulator_grid(model: keras.Model) -> SnapReport:
     report = SnapReport()
     for name, layer in g.layers.items():
         if isinstance(layer, BatchNormWrapper) and layer.standalone:
-            l_in = _input_exponent(g, name)
+            l_in = input_exponent(g, name)
             if l_in is not None:  # exported as a 1x1 depthwise conv: accumulator unit s_in * 2^l_m
                 moved, shift, rewritten = _snap_batch_norm(layer, None, 2.0**l_in, folded=False)
                 _record(report, layer.layer.name, moved, shift, rewritten)
@@ -136,7 +154,7 @@ def snap_to_accumulator_grid(model: keras.Model) -> SnapReport:
             continue
         tensors = _by_attr(layer)
         kernel = next((qt for qt in tensors.values() if isinstance(qt.quantizer, WeightQuantizer)), None)
-        l_in = _input_exponent(g, name)
+        l_in = input_exponent(g, name)
         if kernel is None or kernel.exponent is None or l_in is None:
             continue
         step = 2.0 ** (l_in + kernel.exponent)
