@@ -1,8 +1,11 @@
-"""python -m export_tflite --model_dir=DIR | --model=FILE --output=model.tflite
+"""python -m export_tflite --model_dir=DIR | --model=FILE --output=model.tflite [--target=xnnpack|reference|micro]
 
 Converts a faq_tf model (a faq-train model_dir, or a .h5/SavedModel) into a fully integer
-.tflite model, verifies it, and prints the verifier's summary. Representative data for
-float outputs (w4a4 logits) comes from the run's dataset (config.json) or --dataset.
+.tflite model for a deployment target (`faq_tf.targets`: xnnpack, LiteRT's default CPU path;
+reference, LiteRT's builtin kernels; micro, TFLM), verifies it, and prints the verifier's
+summary. Representative data for float outputs (w4a4 logits) comes from the run's dataset
+(config.json) or --dataset; on its first batch the file is then run on the target's runtime
+and its outputs compared with the Keras model's, which follow that runtime's arithmetic.
 
 The file carries standard TFLite metadata (`export_tflite.metadata`; --no_metadata leaves it
 out): the class names (the run's labels.txt, or --labels), the input normalization of the
@@ -34,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--io_dtype", default="int8", choices=["int8", "uint8", "float32"])
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--pack_int4", action="store_true", help="store 4-bit weights as packed INT4")
+    parser.add_argument(
+        "--target",
+        default="xnnpack",
+        choices=["xnnpack", "reference", "micro"],
+        help="the runtime whose arithmetic the Keras model reproduces: LiteRT's default CPU path (xnnpack), "
+        "its builtin kernels (reference) or TFLM (micro; also checks TFLM's ops)",
+    )
     parser.add_argument(
         "--tensor_names",
         default="short",
@@ -200,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
             pack_int4=args.pack_int4,
             tensor_names=args.tensor_names,
             metadata=metadata,
+            target=args.target,
         )
     except ExportError as e:
         raise UsageError(f"{path}: {export_error_line(e, args.output)}") from e
@@ -216,7 +227,35 @@ def run(args: argparse.Namespace) -> int:
             print("  the preprocessing is not (pixel - mean) / std per channel (Keras' caffe mode swaps RGB to BGR)")
     elif not args.no_metadata:
         print("metadata: none (written for models with one image input and one output)")
+    if representative is not None:
+        print(_runtime_check(model, content, representative, args))
     return EXIT_OK if report.ok else EXIT_VIOLATIONS
+
+
+def _runtime_check(model, content: bytes, representative, args: argparse.Namespace) -> str:
+    """Runs the file on its target's runtime on one representative batch, against the Keras model."""
+    import numpy as np
+
+    from export_tflite.evaluate import TfliteRunner
+    from faq_tf.outputs import quantize_float_outputs
+    from faq_tf.targets import RUNTIME_OF, as_target, set_target
+
+    target = as_target(args.target)
+    runtime = RUNTIME_OF[target]
+    try:
+        runner = TfliteRunner(content, runtime=runtime)
+    except ImportError as e:
+        return f"check on {runtime}: skipped ({e})"
+    x = next(iter(representative)).numpy()
+    reference = quantize_float_outputs(model, representative)  # the model itself when its outputs are quantized
+    report = set_target(reference, target, pack_int4=args.pack_int4)
+    same = np.all((runner(x) == reference.predict(x, verbose=0)).reshape(len(x), -1), axis=1)
+    line = f"check on {runtime}: outputs identical to the Keras model's for {int(np.sum(same))} of {len(x)} images"
+    if not np.all(same):
+        line = "WARNING: " + line
+        if report.not_emulated:
+            line += f" (the Keras model keeps XNNPACK's rounding for {report.not_emulated})"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

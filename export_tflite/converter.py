@@ -13,6 +13,9 @@ those scales. This module adds what the converter cannot decide:
   short tensor names (`export_tflite.rewriter.compact`);
 * the verifier runs on the result, and a model that is not fully integer is refused
   with the offending ops and tensors named;
+* a deployment target (`faq_tf.targets`): the runtime whose integer arithmetic the Keras
+  model then reproduces (`xnnpack`, LiteRT's default; `reference`, its builtin kernels;
+  `micro`, TFLM), recorded in the file and checked against that runtime's rules;
 * optionally, standard TFLite metadata (class labels, input normalization), written last
   (`export_tflite.metadata`).
 """
@@ -24,15 +27,18 @@ import re
 import numpy as np
 
 from export_tflite.metadata import ImageClassifierMetadata, add_metadata
-from export_tflite.rewriter import TENSOR_NAMES, compact, snap_scales
+from export_tflite.reader import TARGET_METADATA, file_target, read_model, unpack
+from export_tflite.rewriter import TENSOR_NAMES, compact, pack, set_model_metadata, snap_scales
 from export_tflite.verify import Report, verify
 from faq_tf import calibration, introspect
 from faq_tf.accumulator import snap_to_accumulator_grid
 from faq_tf.compat import keras, tf
 from faq_tf.outputs import quantize_float_outputs
+from faq_tf.targets import Target, as_target
 from faq_tf.tracing import export_trace, packed_sub8bit_weights
 
-__all__ = ["ExportError", "convert", "quantize_float_outputs", "IO_DTYPES"]
+__all__ = ["ExportError", "convert", "file_target", "has_int4_weights", "quantize_float_outputs", "IO_DTYPES"]
+
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 
@@ -55,8 +61,13 @@ def convert(
     snap_biases: bool = True,
     tensor_names: str = "short",
     metadata: ImageClassifierMetadata | None = None,
+    target: Target | str = Target.XNNPACK,
 ) -> bytes:
     """Converts a faq_tf QAT model to a fully integer .tflite model.
+
+    On `target`'s runtime the file computes what `model` computes after
+    `faq_tf.set_target(model, target, pack_int4)`, bit for bit (`model` itself keeps the
+    arithmetic it has: its calibration and evaluation do not change with an export).
 
     Args:
       model: a model from `faq_tf.quantize_model` (any policy), fine-tuned or not.
@@ -77,15 +88,20 @@ def convert(
         (`export_tflite.rewriter.compact`).
       metadata: TFLite metadata to write (labels, input normalization), or None for none.
         Added as the last step, after the verifier (`export_tflite.metadata.add_metadata`).
+      target: the runtime the file is for (a `faq_tf.targets.Target` or its value: "xnnpack", LiteRT's
+        default; "reference", LiteRT's builtin kernels; "micro", TFLM; or a runtime name of
+        `export_tflite.evaluate.RUNTIMES`). Recorded in the file (`export_tflite.reader.file_target`); "micro"
+        also checks TFLM's ops and tensor types (`verify(..., micro=True)`).
 
     Returns:
       The .tflite bytes.
 
     Raises:
       ExportError: for a model that is not quantized or not fully integer (names the ops).
-      ValueError: for a bad io_dtype or batch size, or metadata that does not fit the model
-        (e.g. a label count other than its outputs).
+      ValueError: for a bad io_dtype, batch size or target, or metadata that does not fit the
+        model (e.g. a label count other than its outputs).
     """
+    target = as_target(target)
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"io_dtype must be one of {sorted(IO_DTYPES)}, got {io_dtype!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -128,8 +144,11 @@ def convert(
         raise ExportError(f"The TFLite converter failed on '{model.name}': {e}") from e
     content, _ = snap_scales(content)  # folded BN scales: exact 2^l * m_c, not an ulp below
     content = compact(content, tensor_names)  # shared vectors, sentinel buffer, names
+    unpacked = unpack(content)
+    set_model_metadata(unpacked, TARGET_METADATA, target.value.encode())
+    content = pack(unpacked, len(content) + 64)
     if check:
-        report = verify(content)
+        report = verify(content, micro=target is Target.MICRO)
         if not report.ok:
             layers = sorted(_layers_named_in(report.violations, model))
             raise ExportError(
@@ -140,6 +159,11 @@ def convert(
     if metadata is not None:
         content = add_metadata(content, metadata)
     return content
+
+
+def has_int4_weights(content: bytes) -> bool:
+    """Whether the .tflite stores weights as packed INT4 (`convert(pack_int4=True)`)."""
+    return any(t.dtype == "INT4" and t.is_constant for t in read_model(content).tensors)
 
 
 def _layers_named_in(violations: list[str], model: keras.Model) -> set[str]:

@@ -5,8 +5,11 @@
       [--json=out.json] [--plot=confusion.png]
 
 Prints top-1 and top-5 on the test split, per-class top-1 (by class name) and the
-confusion matrix (`--plot` draws it); with the Keras model also top-1 agreement and the
-largest logit difference in output quantization steps. Class names are the dataset's; a
+confusion matrix (`--plot` draws it); with the Keras model also top-1 agreement, the share
+of identical logits and the largest logit difference in output quantization steps. The
+Keras model computes with the integer arithmetic of the runtime evaluated
+(`faq_tf.set_target`: xnnpack, builtin = the reference target, micro), so a file exported
+by faq_tf gives logits identical to its Keras model's on each. Class names are the dataset's; a
 .tflite that carries labels in its TFLite metadata (`export_tflite.metadata`) has them
 printed too, used as the names when the dataset has none, and a warning when they differ
 from the dataset's.
@@ -29,12 +32,10 @@ from absl import logging
 __all__ = ["TfliteRunner", "evaluate_arrays", "compare", "time_invoke", "RUNTIMES"]
 
 # "xnnpack": LiteRT's default CPU path (its XNNPACK delegate takes the integer ops it
-# supports), whose tie rules the Keras model copies at inference (faq_tf.quantizers).
-# "builtin": LiteRT's own kernels only; they round some exact ties the other way and
-# requantize with two roundings (x86 convolutions), one step here and there that
-# compounds through a network (measured: 97.3% top-1 agreement at w4a4 on Fashion-MNIST).
-# "micro": TensorFlow Lite for Microcontrollers' reference kernels (the tflite-micro
-# package; export_tflite.micro), which also execute packed INT4 weights.
+# supports; convolutions with packed INT4 weights stay on the builtin kernels).
+# "builtin": LiteRT's own kernels only. "micro": TensorFlow Lite for Microcontrollers'
+# reference kernels (the tflite-micro package; export_tflite.micro). Each rounds as
+# `faq_tf.targets` describes; the Keras model follows the one evaluated.
 RUNTIMES = ("xnnpack", "builtin", "micro")
 
 
@@ -266,6 +267,21 @@ def _run(args: argparse.Namespace) -> dict:
     if args.plot:
         plot_confusion(confusion, names, args.plot, title=f"{args.tflite} ({args.runtime})")
     if keras_model is not None:
+        from export_tflite.converter import has_int4_weights
+        from export_tflite.reader import file_target
+        from faq_tf.targets import as_target, set_target
+
+        target = as_target(args.runtime)
+        exported_for = file_target(content)
+        if exported_for is not None and exported_for != target.value:
+            logging.warning(
+                "--tflite=%s was exported for the %s target and runs here on %s: the Keras model follows %s",
+                args.tflite, exported_for, args.runtime, target.value,
+            )  # fmt: skip
+        report = set_target(keras_model, target, pack_int4=has_int4_weights(content))
+        result["keras_target"] = target.value
+        if report.not_emulated:
+            logging.warning("the Keras model keeps XNNPACK's rounding for %s", report.not_emulated)
         try:
             keras_logits = keras_model.predict(x, batch_size=256, verbose=0)
         except ValueError as e:  # a Keras model of another input shape

@@ -31,12 +31,11 @@ from collections.abc import Callable
 
 import flatbuffers
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import encode, packer, table
 from flatbuffers import number_types as N
 
-from export_tflite.reader import TensorInfo, TfliteFormatError, associated_files, read_model, unpack
-from export_tflite.rewriter import append_files, pack
+from export_tflite.reader import TensorInfo, TfliteFormatError, associated_files, model_metadata, read_model, unpack
+from export_tflite.rewriter import append_files, pack, set_model_metadata
 
 __all__ = [
     "ImageClassifierMetadata",
@@ -366,11 +365,6 @@ def _model_metadata(md: ImageClassifierMetadata, height: int, width: int, color_
     return bytes(b.Output())
 
 
-def _name(entry) -> str:
-    name = entry.name
-    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or "")
-
-
 def add_metadata(content: bytes, metadata: ImageClassifierMetadata) -> bytes:
     """Writes TFLite metadata (labels, input normalization) into an image classifier's .tflite.
 
@@ -424,24 +418,9 @@ def add_metadata(content: bytes, metadata: ImageClassifierMetadata) -> bytes:
         raise ValueError(f"color_space: {color_space} does not fit an input with {channels} channels")
 
     model = unpack(content)
-    buffers = model.buffers or []
-    if any(b.offset > 1 for b in buffers):
-        raise ValueError("add_metadata cannot rewrite a model whose buffers live outside the flatbuffer (over 2 GB)")
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(_model_metadata(metadata, height, width, color_space), np.uint8)
-    entries = model.metadata or []
-    entry = next((e for e in entries if _name(e) == METADATA_NAME and 0 < e.buffer < len(buffers)), None)
-    if entry is not None:
-        buffers[entry.buffer] = buffer
-    else:
-        entries = [e for e in entries if _name(e) != METADATA_NAME]  # one that pointed nowhere
-        buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name = METADATA_NAME.encode()
-        entry.buffer = len(buffers) - 1
-        entries.append(entry)
-    model.buffers, model.metadata = buffers, entries
-    packed = pack(model, len(content) + len(buffer.data))
+    data = _model_metadata(metadata, height, width, color_space)
+    set_model_metadata(model, METADATA_NAME, data)
+    packed = pack(model, len(content) + len(data))
     if metadata.labels is None:
         return packed
     return append_files(packed, {_LABELS_FILE: ("\n".join(metadata.labels) + "\n").encode("utf-8")})
@@ -482,22 +461,6 @@ class _Table:
     def floats(self, field: str) -> tuple[float, ...] | None:
         o = self._offset(field)
         return tuple(_float32(v) for v in self._t.GetVectorAsNumpy(N.Float32Flags, o)) if o else None
-
-
-def _metadata_buffer(content: bytes) -> bytes | None:
-    """The TFLITE_METADATA buffer of a .tflite, or None."""
-    if len(content) < 8 or content[4:8] != b"TFL3":
-        raise TfliteFormatError("not a .tflite file (missing the TFL3 identifier); was it truncated or renamed?")
-    try:
-        model = schema.Model.GetRootAs(content, 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            if (entry.Name() or b"").decode("utf-8", "replace") == METADATA_NAME:
-                data = model.Buffers(entry.Buffer()).DataAsNumpy()
-                return bytes(data) if isinstance(data, np.ndarray) else b""
-    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
-        raise TfliteFormatError(f"damaged .tflite file: {type(e).__name__}: {e}") from e
-    return None
 
 
 def _parse(buf: bytes, content: bytes) -> ImageClassifierMetadata:
@@ -558,7 +521,7 @@ def read_metadata(content: bytes) -> ImageClassifierMetadata | None:
       TfliteFormatError: for bytes that are not a .tflite model, or metadata that is
         damaged, not "M001", or names a labels file the file does not carry.
     """
-    buf = _metadata_buffer(content)
+    buf = model_metadata(content, METADATA_NAME)
     if buf is None:
         return None
     if len(buf) < 8 or buf[4:8] != _IDENTIFIER:

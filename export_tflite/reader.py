@@ -22,7 +22,10 @@ __all__ = [
     "TensorInfo",
     "TfliteFormatError",
     "associated_files",
+    "TARGET_METADATA",
+    "file_target",
     "graph_io",
+    "model_metadata",
     "nearest_short_mantissa",
     "op_name",
     "read_model",
@@ -138,6 +141,42 @@ def associated_files(content: bytes) -> dict[str, bytes]:
             return {item.filename: archive.read(item) for item in archive.infolist()}
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise TfliteFormatError(f"damaged associated files (the zip archive after the model): {e}") from e
+
+
+def model_metadata(content: bytes, name: str) -> bytes | None:
+    """The buffer of the file's `Model.metadata` entry `name` (TFLITE_METADATA, faq_tf_target, ...), or None.
+
+    Reads the flatbuffer in place (no unpacking), so it is cheap on large files.
+
+    Raises:
+      TfliteFormatError: for bytes that are not a readable .tflite model.
+    """
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise TfliteFormatError("not a .tflite file (missing the TFL3 identifier); was it truncated or renamed?")
+    try:
+        model = schema.Model.GetRootAs(content, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if (entry.Name() or b"").decode("utf-8", "replace") == name:
+                data = model.Buffers(entry.Buffer()).DataAsNumpy()
+                return bytes(data) if isinstance(data, np.ndarray) else b""
+    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
+        raise TfliteFormatError(f"damaged .tflite file: {type(e).__name__}: {e}") from e
+    return None
+
+
+# The `Model.metadata` entry in which `export_tflite.convert` records the file's target.
+TARGET_METADATA = "faq_tf_target"
+
+
+def file_target(content: bytes) -> str | None:
+    """The deployment target a .tflite was exported for (`faq_tf.targets.TARGETS`), or None if it does not say.
+
+    Raises:
+      TfliteFormatError: for bytes that are not a readable .tflite model.
+    """
+    data = model_metadata(content, TARGET_METADATA)
+    return data.decode("ascii", "replace") if data is not None else None
 
 
 def graph_io(graph: schema.SubGraphT) -> set[int]:

@@ -4,7 +4,8 @@
 * `compact`: a smaller file (each repeated vector stored once, the empty sentinel buffer
   for tensors without data, short tensor names);
 * `pack`: an unpacked (and edited) model back into bytes, as `compact` stores it;
-* `append_files`: files appended as a zip archive (TFLite metadata's associated files).
+* `append_files`: files appended as a zip archive (TFLite metadata's associated files);
+* `set_model_metadata`: a named `Model.metadata` buffer (TFLite metadata, the export target).
 
 Each keeps the TFLite metadata and associated files of a file. Reading a file into records
 is `export_tflite.reader`; the rewrites start from its `unpack`.
@@ -21,7 +22,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from export_tflite.reader import associated_files, graph_io, nearest_short_mantissa, op_name, unpack
 
-__all__ = ["TENSOR_NAMES", "append_files", "compact", "pack", "snap_scales"]
+__all__ = ["TENSOR_NAMES", "append_files", "compact", "pack", "set_model_metadata", "snap_scales"]
 
 TENSOR_NAMES = ("full", "short", "none")
 _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -220,6 +221,42 @@ def pack(model: schema.ModelT, size_hint: int = 1024) -> bytes:
     builder = _SharingBuilder(max(size_hint, 1024))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def set_model_metadata(model: schema.ModelT, name: str, data: bytes) -> None:
+    """Sets the unpacked model's `Model.metadata` entry `name` to a buffer holding `data`, in place.
+
+    An entry of that name is replaced (one that points at no buffer is dropped first).
+
+    Raises:
+      ValueError: for a model whose buffers live outside the flatbuffer (over 2 GB).
+    """
+    buffers = model.buffers or []
+    if any(b.offset > 1 for b in buffers):
+        raise ValueError(
+            f"cannot add the {name} metadata to a model whose buffers live outside the flatbuffer (over 2 GB)"
+        )
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, np.uint8)
+
+    def named(entry) -> bool:
+        entry_name = entry.name
+        return (
+            entry_name.decode("utf-8", "replace") if isinstance(entry_name, bytes) else str(entry_name or "")
+        ) == name
+
+    entries = model.metadata or []
+    entry = next((e for e in entries if named(e) and 0 < e.buffer < len(buffers)), None)
+    if entry is not None:
+        buffers[entry.buffer] = buffer
+    else:
+        entries = [e for e in entries if not named(e)]
+        buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name.encode()
+        entry.buffer = len(buffers) - 1
+        entries.append(entry)
+    model.buffers, model.metadata = buffers, entries
 
 
 def append_files(content: bytes, files: dict[str, bytes]) -> bytes:

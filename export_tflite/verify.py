@@ -6,7 +6,10 @@ Reads the flatbuffer itself and reports the op list with versions, every tensor'
 and scale, whether each scale is a power of two (or, for per-channel folded weights, a
 power of two times an 8-bit BN constant), and Edge TPU compatibility by its documented
 rules (int8/uint8 only, static shapes, batch 1, mapped ops within version limits); the
-Edge TPU compiler itself cannot run here, and the report says so. It also prints the TFLite
+Edge TPU compiler itself cannot run here, and the report says so. With --micro it checks what
+TensorFlow Lite for Microcontrollers runs (its op resolver's ops, int8/int16/int32 tensors,
+packed INT4 only as conv, depthwise and per-tensor dense weights, static shapes) and measures
+the microcontroller footprint (flash, TFLM's tensor arena). It also prints the TFLite
 metadata (`export_tflite.metadata`): the model's name, class labels, input normalization and
 what an app feeds the input; a file without it gets a note, labels that do not match the
 outputs a violation.
@@ -27,7 +30,7 @@ import numpy as np
 
 from export_tflite.cli import EXIT_OK, EXIT_VIOLATIONS, UsageError, fail, read_tflite
 from export_tflite.metadata import input_recipe, read_metadata
-from export_tflite.reader import ModelInfo, TfliteFormatError, nearest_short_mantissa, read_model
+from export_tflite.reader import ModelInfo, TfliteFormatError, file_target, nearest_short_mantissa, read_model
 
 __all__ = ["Report", "verify", "is_power_of_two", "is_pow2_times_int8"]
 
@@ -41,6 +44,23 @@ EDGETPU_OPS = {
     "RESIZE_NEAREST_NEIGHBOR": 3, "SOFTMAX": 2, "SPACE_TO_DEPTH": 2, "SPLIT": 2, "SQUEEZE": 1,
     "STRIDED_SLICE": 2, "SUB": 2, "SUM": 2, "TANH": 2, "TRANSPOSE": 2, "SLICE": 2, "GATHER": 2,
 }  # fmt: skip
+
+# The builtin ops of tflite-micro's Python interpreter (its python_ops_resolver.cc), by TFLite name.
+MICRO_OPS = frozenset(
+    """
+    ABS ADD ADD_N ARG_MAX ARG_MIN ASSIGN_VARIABLE AVERAGE_POOL_2D BATCH_MATMUL BATCH_TO_SPACE_ND
+    BROADCAST_ARGS BROADCAST_TO CALL_ONCE CAST CEIL CONCATENATION CONV_2D COS CUMSUM DEPTH_TO_SPACE
+    DEPTHWISE_CONV_2D DEQUANTIZE DIV DYNAMIC_UPDATE_SLICE ELU EMBEDDING_LOOKUP EQUAL EXP EXPAND_DIMS
+    FILL FLOOR FLOOR_DIV FLOOR_MOD FULLY_CONNECTED GATHER GATHER_ND GREATER GREATER_EQUAL HARD_SWISH IF
+    L2_NORMALIZATION L2_POOL_2D LEAKY_RELU LESS LESS_EQUAL LOG LOG_SOFTMAX LOGICAL_AND LOGICAL_NOT
+    LOGICAL_OR LOGISTIC MAX_POOL_2D MAXIMUM MEAN MINIMUM MIRROR_PAD MUL NEG NOT_EQUAL PACK PAD PADV2
+    PRELU QUANTIZE READ_VARIABLE REDUCE_MAX REDUCE_MIN RELU RELU6 RESHAPE RESIZE_BILINEAR
+    RESIZE_NEAREST_NEIGHBOR REVERSE_V2 ROUND RSQRT SELECT_V2 SHAPE SIN SLICE SOFTMAX SPACE_TO_BATCH_ND
+    SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARE SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM SVDF TANH
+    TRANSPOSE TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK VAR_HANDLE WHILE ZEROS_LIKE
+""".split()
+)
+_MICRO_INT4_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # packed INT4 weights, unpacked by the kernel
 
 
 def is_power_of_two(scale: float) -> bool:
@@ -181,7 +201,29 @@ def _count_levels(content: bytes, tensor_indices: list[int], sample: np.ndarray)
     return {i: len(v) for i, v in seen.items()}
 
 
-def verify(content: bytes, edgetpu: bool = False, sample_data: np.ndarray | None = None) -> Report:
+def _micro_violations(info: ModelInfo) -> list[str]:
+    """What TFLM's kernels do not run: ops outside its resolver, tensor types and shapes it refuses."""
+    found = []
+    for op in info.ops:
+        if op.name not in MICRO_OPS:
+            found.append(f"TFLM: op {op.index} {op.name} is not in TFLM's op resolver")
+        for position, t in ((k, info.tensors[i]) for k, i in enumerate(op.inputs) if i >= 0):
+            if t.dtype == "INT4":
+                if op.name not in _MICRO_INT4_OPS or position != 1:
+                    found.append(
+                        f"TFLM: INT4 tensor '{t.name}' at op {op.index} {op.name} (INT4 only as conv/dense weights)"
+                    )
+                elif op.name == "FULLY_CONNECTED" and len(t.scales) > 1:
+                    found.append(f"TFLM: per-channel INT4 weights '{t.name}' of FULLY_CONNECTED (per-tensor only)")
+            elif t.dtype == "UINT8" and op.name not in ("QUANTIZE", "DEQUANTIZE"):
+                found.append(f"TFLM: uint8 tensor '{t.name}' at op {op.index} {op.name} (int8 kernels only)")
+    for t in info.tensors:
+        if any(s < 0 for s in t.shape_signature):
+            found.append(f"TFLM: tensor '{t.name}' has a dynamic shape {t.shape_signature} (TFLM needs static shapes)")
+    return found
+
+
+def verify(content: bytes, edgetpu: bool = False, sample_data: np.ndarray | None = None, micro: bool = False) -> Report:
     """Checks a .tflite model. See the module docstring for the rules.
 
     Damaged TFLite metadata, or labels that do not match the outputs, are violations; the
@@ -192,6 +234,7 @@ def verify(content: bytes, edgetpu: bool = False, sample_data: np.ndarray | None
       edgetpu: also check the Edge TPU rules.
       sample_data: inputs (float, as the Keras model takes them) to count the integer
         levels each 4-bit tensor uses.
+      micro: also check what TFLM runs (`MICRO_OPS`, its tensor types, static shapes).
 
     Raises:
       TfliteFormatError: for bytes that are not a .tflite model.
@@ -257,6 +300,11 @@ def verify(content: bytes, edgetpu: bool = False, sample_data: np.ndarray | None
                 violations.append(f"Edge TPU: op {op.index} {op.name} is not mapped by the Edge TPU compiler")
             elif op.version > limit:
                 violations.append(f"Edge TPU: op {op.index} {op.name} v{op.version} exceeds the supported v{limit}")
+    if micro:
+        violations += _micro_violations(info)
+    target = file_target(content)
+    if target is not None:
+        notes.append(f"exported for the {target} target (python -m export_tflite --target)")
     metadata = _check_metadata(content, info, violations, notes) if info.inputs and info.outputs else None
     return Report(ops, tensors, violations, notes, level_counts, metadata)
 
@@ -265,13 +313,13 @@ def _run(args: argparse.Namespace) -> Report:
     """The report on `args.model`; user errors raise `UsageError`."""
     content = read_tflite(args.model)
     if not args.sample_data:
-        return verify(content, args.edgetpu)
+        return verify(content, args.edgetpu, micro=args.micro)
     try:
         sample = np.load(args.sample_data)
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read --sample_data={args.sample_data} (a .npy of float inputs): {e}") from e
     try:
-        return verify(content, args.edgetpu, sample)
+        return verify(content, args.edgetpu, sample, micro=args.micro)
     except ValueError as e:  # inputs that do not fit the model's input shape
         raise UsageError(f"--sample_data={args.sample_data} does not fit {args.model}: {e}") from e
 
@@ -297,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--micro",
         action="store_true",
-        help="also the microcontroller footprint: flash, TFLM arena (needs tflite-micro)",
+        help="also TFLM's rules and the microcontroller footprint: flash, TFLM arena (needs tflite-micro)",
     )
     args = parser.parse_args(argv)
     try:

@@ -13,8 +13,10 @@ ranges), `faq_tf.graph` (model rewriting), `faq_tf.quantize` (`quantize_model`, 
 public entry point), `faq_tf.saving` (`save_model`, `load_model`, `quantize_scope`) and
 `faq_tf.keras3` (`from_keras3`: Keras 3 models and `.keras` files into tf_keras).
 For integer deployment: `faq_tf.tracing` (the export-only trace modes),
-`faq_tf.accumulator` (biases and BN onto the runtime's grids) and `faq_tf.outputs`
-(8-bit scales for the outputs a policy keeps wide).
+`faq_tf.accumulator` (biases and BN onto the runtime's grids), `faq_tf.outputs`
+(8-bit scales for the outputs a policy keeps wide) and `faq_tf.targets` (`set_target`:
+the Keras model computes what XNNPACK, LiteRT's builtin kernels or TFLM compute, with
+`faq_tf.fixedpoint` for TFLM's fixed-point softmax).
 """
 
 from faq_tf import compat  # noqa: F401  (must run before TensorFlow is imported)
@@ -27,6 +29,7 @@ from faq_tf.policy import Precision, parse_precision
 from faq_tf.quantize import quantize_model
 from faq_tf.registry import UnsupportedLayerError
 from faq_tf.saving import load_model, quantize_scope, save_model
+from faq_tf.targets import Target, set_target
 
 __version__ = "0.1.0"
 
@@ -45,5 +48,7 @@ __all__ = [
     "quantize_scope",
     "quantized_tensors",
     "save_model",
+    "set_target",
     "snap_to_accumulator_grid",
+    "Target",
 ]

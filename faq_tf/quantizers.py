@@ -268,6 +268,21 @@ def _ste_round_clip(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float) -
     return clipped + tf.stop_gradient(rounded - clipped)
 
 
+def _on_grid(x: tf.Tensor, bits: int, exponent: tf.Tensor | float) -> tf.Tensor:
+    """Signed Q(b, l)(x) computed exactly: clip, then floor(x * 2^-l + 1/2) in float32.
+
+    FakeQuant computes the same except within an ulp of a tie: it rounds x - min, so the
+    offset of its zero point (8 for a 4-bit range, 128 for the 8-bit storage of 4-bit
+    values) takes low bits off x first, and the two forms a 4-bit weight traces as (int8
+    storage, packed INT4) can store one weight a step apart. Weights on the grid are
+    stored alike by both; inference and export quantize them with this first.
+    """
+    step = tf.pow(tf.constant(2.0), tf.cast(exponent, tf.float32))
+    q_min, q_max = integer_range(bits, signed=True)
+    t = tf.clip_by_value(x, q_min * step, q_max * step) / step  # exact: a power-of-two step
+    return tf.math.floor(t + 0.5) * step  # exact: |t| <= 2^15
+
+
 def fake_quant(
     x: tf.Tensor,
     bits: int,
@@ -420,6 +435,8 @@ class WeightQuantizer(FixedPointQuantizer):
                 exponent = tf.identity(exponent)
         else:
             exponent = var
+            if not tf.is_tensor(training):
+                inputs = _on_grid(inputs, self.bits, exponent)
         return fake_quant(inputs, self.bits, exponent, signed=True, per_channel=self.per_channel, weight=True)
 
     def get_config(self) -> dict[str, Any]:
@@ -453,13 +470,26 @@ class ActivationQuantizer(FixedPointQuantizer):
             exponent = control_exponent(self.bits, self.signed)
         self.exponent = check_exponent(exponent)
         self.rounding = _as_rounding(rounding)
+        # The integer arithmetic of another deployment target (`faq_tf.targets.set_target`);
+        # None: XNNPACK's single rounding with `rounding`. Not part of the config.
+        self.requantization = None
 
     def build(self, tensor_shape, name: str, layer) -> dict[str, tf.Variable]:
         var = self._exponent_variable(layer, name, self.exponent, tf.VariableAggregation.ONLY_FIRST_REPLICA)
         return {"exponent": var}
 
+    def levels(self) -> tuple[int, int]:
+        """The stored levels (q_min, q_max): X with Q(x) = X * 2^l, as the integer model clamps them."""
+        if not self.signed:
+            return integer_range(self.bits, False)
+        _, q_max = integer_range(self.bits, True)
+        return (-q_max - 1 if self.bits >= 8 else -q_max), q_max
+
     def __call__(self, inputs, training, weights, **kwargs):
         exact_ties = not tf.is_tensor(training) and not training and not exporting()
+        if exact_ties and self.requantization is not None:
+            step = tf.pow(tf.constant(2.0), tf.cast(weights["exponent"], tf.float32))
+            return self.requantization(inputs, step, *self.levels())
         rounding = self.rounding if exact_ties else Rounding.HALF_UP
         return fake_quant(inputs, self.bits, weights["exponent"], signed=self.signed, rounding=rounding)
 
@@ -486,11 +516,17 @@ class FixedExponentQuantizer(FixedPointQuantizer):
         self.constant = bool(constant)
         if bits > MAX_BITS and not self.constant:
             raise ValueError(f"tensors above {MAX_BITS} bits must be constants, got bits={bits}")
+        # Another target's arithmetic for a fixed-range output (`faq_tf.targets.set_target`:
+        # TFLM's fixed-point softmax); None: FakeQuant of the float function. Not in the config.
+        self.requantization = None
 
     def build(self, tensor_shape, name: str, layer) -> dict[str, tf.Variable]:
         return {}
 
     def __call__(self, inputs, training, weights, **kwargs):
+        exact = not tf.is_tensor(training) and not training and not exporting()
+        if exact and self.requantization is not None and not self.constant:
+            return self.requantization(inputs) * 2.0**self.exponent
         return fake_quant(inputs, self.bits, float(self.exponent), self.signed, constant=self.constant)
 
     def get_config(self) -> dict[str, Any]:

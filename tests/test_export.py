@@ -11,7 +11,7 @@ import pytest
 import faq_tf
 from conftest import OP_MODELS, densenet_model, image_folder, residual_model
 from export_tflite import ExportError, TfliteFormatError, convert, quantize_float_outputs, read_model, verify
-from export_tflite.evaluate import TfliteRunner, compare
+from export_tflite.evaluate import TfliteRunner
 from export_tflite.evaluate import main as evaluate_main
 from export_tflite.verify import is_pow2_times_int8, is_power_of_two
 from export_tflite.verify import main as verify_main
@@ -62,13 +62,9 @@ def test_integer_model_computes_what_keras_computes(data, precision, build):
     assert not np.array_equal(untied, keras_logits)
 
 
-def test_builtin_kernels_are_close_but_round_twice(exported, data):
-    """LiteRT's builtin kernels (no XNNPACK) requantize in two roundings: close, not exact."""
-    qat, content = exported["w8a8"]
-    runner = TfliteRunner(content, runtime="builtin")
-    result = compare(runner(data), qat.predict(data, verbose=0), np.zeros(len(data), int), runner.output_scale)
-    assert result["top1_agreement"] >= 95.0 and result["max_logit_diff_steps"] <= 8.0, result
-    with pytest.raises(ValueError, match="runtime"):
+def test_runners_name_their_runtimes(exported):
+    _, content = exported["w8a8"]
+    with pytest.raises(ValueError, match="runtime must be one of"):
         TfliteRunner(content, runtime="gpu")
 
 
@@ -99,10 +95,11 @@ def test_pack_int4_stores_4bit_weights_packed(exported, data):
     dtypes = {t["dtype"] for t in verify(packed).tensors}
     assert "INT4" in dtypes
     assert len(packed) < len(int8_storage)
-    # Same numbers, stored differently. XNNPACK leaves INT4 convs to LiteRT's builtin kernels
-    # (which round twice, see test_builtin_kernels_...), so the files are compared on those.
-    same = [TfliteRunner(c, runtime="builtin")(data) for c in (packed, int8_storage)]
-    np.testing.assert_array_equal(*same)
+    # Same numbers, stored differently: the same logits on the runtimes that run both alike.
+    # (XNNPACK leaves INT4 convs to LiteRT's builtin kernels; each equals its Keras model: test_targets.py.)
+    for runtime in ("builtin", "micro"):
+        same = [TfliteRunner(c, runtime=runtime)(data) for c in (packed, int8_storage)]
+        np.testing.assert_array_equal(*same)
     assert not verify(packed, edgetpu=True).ok  # the Edge TPU has no INT4
 
 
@@ -122,26 +119,6 @@ def test_pack_int4_packs_4bit_dense_weights(data):
     assert np.abs(weights.data).max() <= 7  # symmetric 4-bit values in int8 storage
     same = [TfliteRunner(c, runtime="builtin")(data) for c in (files[True], files[False])]
     np.testing.assert_array_equal(*same)
-
-
-@pytest.mark.parametrize("precision", ["w8a8", "w4a4"])
-def test_micro_runtime_runs_the_integer_model(exported, data, precision):
-    """TFLM (tflite-micro's reference kernels) runs the export, packed INT4 too, close to Keras."""
-    qat, content = exported[precision]
-    reference = quantize_float_outputs(qat, data[:64]).predict(data, verbose=0)
-    files = {"int8": content}
-    if precision == "w4a4":
-        files["int4"] = convert(qat, representative_data=data[:64], pack_int4=True)
-    for name, c in files.items():
-        runner = TfliteRunner(c, runtime="micro")
-        logits = runner(data)
-        assert logits.shape == reference.shape, name
-        steps = np.abs(logits - reference) / runner.output_scale
-        assert steps.max() <= 4, (name, steps.max())  # one-step requantization differences, compounded
-        assert np.mean(np.argmax(logits, 1) == np.argmax(reference, 1)) >= 0.9, name
-    if precision == "w4a4":  # the same numbers stored two ways give the same TFLM results
-        same = [TfliteRunner(c, runtime="micro")(data) for c in files.values()]
-        np.testing.assert_array_equal(*same)
 
 
 def test_micro_report_measures_flash_and_arena(tmp_path, exported, capsys):
