@@ -82,11 +82,13 @@ def measure(
         variants = {precision: False, f"{precision}+int4": True} if low_bit else {precision: False}
         faq_tf.snap_to_accumulator_grid(qat)  # what faq-train does before saving (older runs may predate it)
         reference = quantize_float_outputs(qat, rep)
-        keras_logits = reference.predict(x_test, 500, verbose=0)
         qat_top1 = keras_top1(qat, x_test, y_test)
         for name, pack in variants.items():
             log(f"[export] {name}: converting, verifying, evaluating {len(x_test)} test images with LiteRT")
             content = convert(qat, representative_data=rep, pack_int4=pack)
+            # XNNPACK runs a packed file's INT4 convolutions on LiteRT's builtin kernels: their arithmetic.
+            faq_tf.set_target(reference, "xnnpack", pack_int4=pack)
+            keras_logits = reference.predict(x_test, 500, verbose=0)
             report = verify(content, edgetpu=not pack, sample_data=x_test[:16])
             files[name] = content
             runner = TfliteRunner(content)

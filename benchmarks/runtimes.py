@@ -5,8 +5,11 @@ models they came from), runs each file on the 10k test images with LiteRT's defa
 path (XNNPACK), LiteRT's builtin kernels and TensorFlow Lite for Microcontrollers
 (tflite-micro), and reports per file and runtime: top-1, top-1 agreement with Keras, the
 share of images whose logits are all identical to Keras's, the largest difference in
-output steps; also how often the builtin kernels and TFLM give identical logits (are they
-one target?), and each file's microcontroller footprint (`export_tflite.micro`).
+output steps. The Keras model computes with each runtime's arithmetic in turn
+(`faq_tf.set_target`), and also, for comparison, with XNNPACK's alone (what it reproduced
+before targets existed). Also: how often the builtin kernels and TFLM give identical logits
+(are they one target?), and the microcontroller footprint (`export_tflite.micro`) of each
+file and of TFLite's own post-training int8 file of the fp32 network (ptq_int8.tflite).
 
 Usage: python -m benchmarks.runtimes [--demo runs/demo] [--out runs/runtimes] [--limit N]
 """
@@ -23,6 +26,7 @@ from benchmarks.common import fashion_mnist_arrays, write_report
 
 FILES = {"w8a8": "w8a8", "w4a4": "w4a4", "w4a4+int4": "w4a4"}  # .tflite -> the run it came from
 RUNTIMES = ("xnnpack", "builtin", "micro")
+REFERENCE_FILE = "ptq_int8"  # TFLite's own post-training int8 of the fp32 model (make demo writes it)
 
 
 def main() -> None:
@@ -35,6 +39,7 @@ def main() -> None:
 
     import faq_tf
     from export_tflite import quantize_float_outputs
+    from export_tflite.converter import has_int4_weights
     from export_tflite.evaluate import TfliteRunner, compare
     from export_tflite.micro import micro_report
     from faq_tf.data import get_source
@@ -46,26 +51,33 @@ def main() -> None:
     lines = [
         f"Fashion-MNIST test set ({len(x)} images). Agreement and identical logits: against the Keras model.",
         "",
-        "| file | runtime | top-1 | top-1 agreement | identical logits (%) | max diff (steps) |",
-        "|---|---|---|---|---|---|",
+        "| file | runtime | top-1 | top-1 agreement | identical logits (%) | max diff (steps) "
+        "| identical logits with XNNPACK's arithmetic (%) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, run in FILES.items():
         path = os.path.join(args.demo, "tflite", f"{name}.tflite")
         with open(path, "rb") as f:
             content = f.read()
-        keras_model = faq_tf.load_model(os.path.join(args.demo, run, "model.h5"))
-        keras_logits = quantize_float_outputs(keras_model, x[:640]).predict(x, batch_size=500, verbose=0)
+        keras_model = quantize_float_outputs(faq_tf.load_model(os.path.join(args.demo, run, "model.h5")), x[:640])
+        xnnpack_logits = keras_model.predict(x, batch_size=500, verbose=0)
         logits, rows = {}, {}
         for runtime in RUNTIMES:
             runner = TfliteRunner(content, runtime=runtime)
             logits[runtime] = runner(x)
+            faq_tf.set_target(keras_model, runtime, pack_int4=has_int4_weights(content))
+            keras_logits = keras_model.predict(x, batch_size=500, verbose=0)
             rows[runtime] = compare(logits[runtime], keras_logits, y, runner.output_scale)
             rows[runtime]["top1"] = float(np.mean(np.argmax(logits[runtime], 1) == y) * 100)
+            rows[runtime]["identical_rows"] = float(np.mean(np.all(logits[runtime] == keras_logits, axis=1)) * 100)
+            single = compare(logits[runtime], xnnpack_logits, y, runner.output_scale)
+            rows[runtime]["identical_with_xnnpack_arithmetic"] = single["identical"]
             r = rows[runtime]
             lines.append(
                 f"| {name} | {runtime} | {r['top1']:.2f} | {r['top1_agreement']:.2f} | {r['identical']:.2f} "
-                f"| {r['max_logit_diff_steps']:.0f} |"
+                f"| {r['max_logit_diff_steps']:.0f} | {single['identical']:.2f} |"
             )
+        faq_tf.set_target(keras_model, "xnnpack")
         same = float(np.mean(np.all(logits["builtin"] == logits["micro"], axis=1)) * 100)
         result["files"][name] = {
             "runtimes": rows,
@@ -73,7 +85,11 @@ def main() -> None:
             "micro": dataclasses.asdict(micro_report(content)),
         }
     lines += ["", "| file | builtin vs TFLM: identical logits (%) |", "|---|---|"]
-    lines += [f"| {n} | {r['builtin_vs_micro_identical']:.2f} |" for n, r in result["files"].items()]
+    lines += [f"| {n} | {r['builtin_vs_micro_identical']:.2f} |" for n, r in result["files"].items() if "runtimes" in r]
+    reference = os.path.join(args.demo, "tflite", f"{REFERENCE_FILE}.tflite")
+    if os.path.exists(reference):
+        with open(reference, "rb") as f:
+            result["files"][f"{REFERENCE_FILE} (TFLite's own)"] = {"micro": dataclasses.asdict(micro_report(f.read()))}
     lines += [
         "",
         "| file | flash (bytes) | weights | biases | TFLM arena (bytes) | largest activation |",
