@@ -112,6 +112,18 @@ def listed_layers_model() -> keras.Model:
     return keras.Model(i, out, name="listed_layers")
 
 
+def randomize_batch_norms(model: keras.Model, seed: int = 2) -> keras.Model:
+    """Gives every BatchNormalization random statistics (and gamma), so that the BN multipliers and
+    offsets are not trivial, as in a trained network; returns the model."""
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.beta.shape[0]
+            gamma = [rng.uniform(0.5, 2, n)] if layer.scale else []
+            layer.set_weights(gamma + [rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
+    return model
+
+
 # The models the export tests convert; with listed_layers_model they use every computing
 # layer class of the registry and every activation quantizer role.
 OP_MODELS = [residual_model, ops_model, inception_model, densenet_model]

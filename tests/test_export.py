@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import faq_tf
-from conftest import OP_MODELS, densenet_model, image_folder, residual_model
+from conftest import OP_MODELS, densenet_model, image_folder, randomize_batch_norms, residual_model
 from export_tflite import ExportError, TfliteFormatError, convert, quantize_float_outputs, read_model, verify
 from export_tflite.evaluate import TfliteRunner
 from export_tflite.evaluate import main as evaluate_main
@@ -40,14 +40,7 @@ def exported(data):
 @pytest.mark.parametrize("build", OP_MODELS)
 def test_integer_model_computes_what_keras_computes(data, precision, build):
     """Every op of the integer model (XNNPACK, LiteRT's default) matches Keras bit for bit."""
-    # Random BN statistics, so that the BN multipliers and offsets are not trivial.
-    base = build()
-    rng = np.random.RandomState(2)
-    for layer in base.layers:
-        if isinstance(layer, L.BatchNormalization):
-            n = layer.beta.shape[0]
-            gamma = [rng.uniform(0.5, 2, n)] if layer.scale else []
-            layer.set_weights(gamma + [rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
+    base = randomize_batch_norms(build())
     qat = faq_tf.quantize_model(base, precision, data[:64], verbose=False)
     content = convert(qat, representative_data=data[:64])
     reference = quantize_float_outputs(qat, data[:64])  # w4a4: the logits get their 8-bit range

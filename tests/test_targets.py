@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import faq_tf
-from conftest import EVERY_LAYER_MODELS
+from conftest import EVERY_LAYER_MODELS, randomize_batch_norms
 from export_tflite import convert, file_target, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner
 from export_tflite.reader import read_model
@@ -36,16 +36,6 @@ def tails_model() -> keras.Model:
     return keras.Model(i, L.Dense(10, name="logits")(g), name="tails")
 
 
-def _random_batch_norms(model: keras.Model) -> keras.Model:
-    rng = np.random.RandomState(2)
-    for layer in model.layers:
-        if isinstance(layer, L.BatchNormalization):
-            n = layer.beta.shape[0]
-            gamma = [rng.uniform(0.5, 2, n)] if layer.scale else []
-            layer.set_weights(gamma + [rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
-    return model
-
-
 def _coarser_concat(qat: keras.Model, steps: int = 2) -> None:
     """Moves tails_model's concat (and the tensors it shares its scale with) `steps` exponents up,
     so that its QUANTIZE op divides the pooled input by 2^(steps + 1) and rounds twice."""
@@ -64,7 +54,7 @@ def exports():
     keras.utils.set_random_seed(0)
     out = {}
     for build in MODELS:
-        base = _random_batch_norms(build())
+        base = randomize_batch_norms(build())
         rng = np.random.RandomState(1)
         data = rng.rand(48, *base.input_shape[1:]).astype("float32")
         for precision in ("w8a8", "w4a4"):
