@@ -39,9 +39,9 @@ def main() -> None:
 
     import faq_tf
     from export_tflite import quantize_float_outputs
-    from export_tflite.converter import has_int4_weights
     from export_tflite.evaluate import TfliteRunner, compare
     from export_tflite.micro import micro_report
+    from export_tflite.reader import has_int4_weights
     from faq_tf.data import get_source
 
     x, y = fashion_mnist_arrays(get_source("fashion_mnist", args.data_dir), "test")
@@ -51,8 +51,8 @@ def main() -> None:
     lines = [
         f"Fashion-MNIST test set ({len(x)} images). Agreement and identical logits: against the Keras model.",
         "",
-        "| file | runtime | top-1 | top-1 agreement | identical logits (%) | max diff (steps) "
-        "| identical logits with XNNPACK's arithmetic (%) |",
+        "| file | runtime | top-1 | top-1 agreement | identical logit values (%) | max diff (steps) "
+        "| identical logit values with XNNPACK's arithmetic (%) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, run in FILES.items():
@@ -84,7 +84,7 @@ def main() -> None:
             "builtin_vs_micro_identical": same,
             "micro": dataclasses.asdict(micro_report(content)),
         }
-    lines += ["", "| file | builtin vs TFLM: identical logits (%) |", "|---|---|"]
+    lines += ["", "| file | builtin vs TFLM: images with all logits identical (%) |", "|---|---|"]
     lines += [f"| {n} | {r['builtin_vs_micro_identical']:.2f} |" for n, r in result["files"].items() if "runtimes" in r]
     reference = os.path.join(args.demo, "tflite", f"{REFERENCE_FILE}.tflite")
     if os.path.exists(reference):

@@ -26,6 +26,7 @@ import os
 import sys
 
 from export_tflite.cli import EXIT_OK, EXIT_VIOLATIONS, UsageError, fail
+from faq_tf.targets import TARGETS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--target",
         default="xnnpack",
-        choices=["xnnpack", "reference", "micro"],
+        choices=list(TARGETS),
         help="the runtime whose arithmetic the Keras model reproduces: LiteRT's default CPU path (xnnpack), "
         "its builtin kernels (reference) or TFLM (micro; also checks TFLM's ops)",
     )
@@ -229,32 +230,31 @@ def run(args: argparse.Namespace) -> int:
         print("metadata: none (written for models with one image input and one output)")
     if representative is not None:
         print(_runtime_check(model, content, representative, args))
+    else:
+        print(f"check on the {args.target} runtime: skipped (no representative data: give --dataset)")
     return EXIT_OK if report.ok else EXIT_VIOLATIONS
 
 
 def _runtime_check(model, content: bytes, representative, args: argparse.Namespace) -> str:
-    """Runs the file on its target's runtime on one representative batch, against the Keras model."""
-    import numpy as np
-
-    from export_tflite.evaluate import TfliteRunner
+    """The line the binary prints on the file's outputs on its target's runtime, against the Keras model's."""
+    from export_tflite.converter import check_on_runtime
     from faq_tf.outputs import quantize_float_outputs
-    from faq_tf.targets import RUNTIME_OF, as_target, set_target
+    from faq_tf.targets import RUNTIME_OF, as_target
 
-    target = as_target(args.target)
-    runtime = RUNTIME_OF[target]
-    try:
-        runner = TfliteRunner(content, runtime=runtime)
-    except ImportError as e:
-        return f"check on {runtime}: skipped ({e})"
+    runtime = RUNTIME_OF[as_target(args.target)]
     x = next(iter(representative)).numpy()
     reference = quantize_float_outputs(model, representative)  # the model itself when its outputs are quantized
-    report = set_target(reference, target, pack_int4=args.pack_int4)
-    same = np.all((runner(x) == reference.predict(x, verbose=0)).reshape(len(x), -1), axis=1)
-    line = f"check on {runtime}: outputs identical to the Keras model's for {int(np.sum(same))} of {len(x)} images"
-    if not np.all(same):
+    try:
+        same, not_emulated = check_on_runtime(reference, content, x, args.target, args.pack_int4)
+    except ImportError as e:
+        return f"check on {runtime}: skipped ({e})"
+    except (ValueError, RuntimeError) as e:
+        return f"WARNING: check on {runtime}: the runtime cannot run the file: {e}"
+    line = f"check on {runtime}: outputs identical to the Keras model's for {same} of {len(x)} images"
+    if same < len(x):
         line = "WARNING: " + line
-        if report.not_emulated:
-            line += f" (the Keras model keeps XNNPACK's rounding for {report.not_emulated})"
+        if not_emulated:
+            line += f" (faq_tf does not reproduce the arithmetic of {sorted(not_emulated)} on {args.target})"
     return line
 
 

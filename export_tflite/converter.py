@@ -27,7 +27,7 @@ import re
 import numpy as np
 
 from export_tflite.metadata import ImageClassifierMetadata, add_metadata
-from export_tflite.reader import TARGET_METADATA, file_target, read_model, unpack
+from export_tflite.reader import TARGET_METADATA, unpack
 from export_tflite.rewriter import TENSOR_NAMES, compact, pack, set_model_metadata, snap_scales
 from export_tflite.verify import Report, verify
 from faq_tf import calibration, introspect
@@ -37,7 +37,7 @@ from faq_tf.outputs import quantize_float_outputs
 from faq_tf.targets import Target, as_target
 from faq_tf.tracing import export_trace, packed_sub8bit_weights
 
-__all__ = ["ExportError", "convert", "file_target", "has_int4_weights", "quantize_float_outputs", "IO_DTYPES"]
+__all__ = ["ExportError", "convert", "check_on_runtime", "quantize_float_outputs", "IO_DTYPES"]
 
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
@@ -66,8 +66,10 @@ def convert(
     """Converts a faq_tf QAT model to a fully integer .tflite model.
 
     On `target`'s runtime the file computes what `model` computes after
-    `faq_tf.set_target(model, target, pack_int4)`, bit for bit (`model` itself keeps the
-    arithmetic it has: its calibration and evaluation do not change with an export).
+    `faq_tf.set_target(model, target, pack_int4)`, bit for bit, once any float outputs
+    have the 8-bit quantizers the file stores them with (`quantize_float_outputs`, which
+    faq-train applies before saving). `model` keeps the arithmetic it has: its
+    calibration and evaluation do not change with an export. `check_on_runtime` compares.
 
     Args:
       model: a model from `faq_tf.quantize_model` (any policy), fine-tuned or not.
@@ -161,11 +163,6 @@ def convert(
     return content
 
 
-def has_int4_weights(content: bytes) -> bool:
-    """Whether the .tflite stores weights as packed INT4 (`convert(pack_int4=True)`)."""
-    return any(t.dtype == "INT4" and t.is_constant for t in read_model(content).tensors)
-
-
 def _layers_named_in(violations: list[str], model: keras.Model) -> set[str]:
     """The Keras layers whose names appear as a path component of a tensor in `violations`."""
     found = set()
@@ -185,4 +182,37 @@ def sample_inputs(representative_data, n: int = 16) -> np.ndarray:
         rows.extend(np.asarray(batch))
         if len(rows) >= n:
             break
-    return np.stack(rows[:n]) if rows else np.zeros((0,))
+
+
+def check_on_runtime(
+    model: keras.Model, content: bytes, inputs: np.ndarray, target: Target | str, pack_int4: bool = False
+) -> tuple[int, dict[str, str]]:
+    """Runs `content` on `target`'s runtime and `model` with its arithmetic on the same inputs.
+
+    Args:
+      model: the model `content` was converted from (with its output quantizers, as
+        `quantize_float_outputs` adds them; its target is set, then set back to xnnpack).
+      content: the .tflite bytes.
+      inputs: a batch of float inputs as the model takes them.
+      target: the target (a `faq_tf.targets.Target` or its value).
+      pack_int4: whether the file stores packed INT4 weights.
+
+    Returns:
+      (the number of inputs whose outputs are all identical, the layers whose arithmetic the
+      Keras model does not reproduce on that target: `faq_tf.targets.TargetReport.not_emulated`).
+
+    Raises:
+      ImportError: for the micro target without tflite-micro.
+      ValueError, RuntimeError: if the runtime cannot load or run the file.
+    """
+    from export_tflite.evaluate import TfliteRunner
+    from faq_tf.targets import RUNTIME_OF, set_target
+
+    target = as_target(target)
+    runner = TfliteRunner(content, runtime=RUNTIME_OF[target])
+    report = set_target(model, target, pack_int4=pack_int4)
+    try:
+        same = np.all((runner(inputs) == model.predict(inputs, verbose=0)).reshape(len(inputs), -1), axis=1)
+    finally:
+        set_target(model, Target.XNNPACK)
+    return int(np.sum(same)), report.not_emulated

@@ -267,21 +267,28 @@ def _run(args: argparse.Namespace) -> dict:
     if args.plot:
         plot_confusion(confusion, names, args.plot, title=f"{args.tflite} ({args.runtime})")
     if keras_model is not None:
-        from export_tflite.converter import has_int4_weights
-        from export_tflite.reader import file_target
-        from faq_tf.targets import as_target, set_target
+        from export_tflite.reader import file_target, has_int4_weights
+        from faq_tf.targets import RUNTIME_OF, as_target, set_target
 
         target = as_target(args.runtime)
         exported_for = file_target(content)
         if exported_for is not None and exported_for != target.value:
             logging.warning(
-                "--tflite=%s was exported for the %s target and runs here on %s: the Keras model follows %s",
-                args.tflite, exported_for, args.runtime, target.value,
+                "--tflite=%s was exported for the %s target and runs here on %s (the Keras model follows %s); "
+                "evaluate it with --runtime=%s for the runtime it was made for",
+                args.tflite, exported_for, args.runtime, target.value, RUNTIME_OF[as_target(exported_for)],
             )  # fmt: skip
-        report = set_target(keras_model, target, pack_int4=has_int4_weights(content))
+        try:
+            report = set_target(keras_model, target, pack_int4=has_int4_weights(content))
+        except ValueError as e:  # a Keras model without faq_tf quantizers
+            raise UsageError(f"--keras_model={args.keras_model}: {e}") from e
         result["keras_target"] = target.value
         if report.not_emulated:
-            logging.warning("the Keras model keeps XNNPACK's rounding for %s", report.not_emulated)
+            logging.warning(
+                "on %s the Keras model does not reproduce these layers' integer arithmetic, so their outputs may "
+                "differ by a step: %s",
+                args.runtime, report.not_emulated,
+            )  # fmt: skip
         try:
             keras_logits = keras_model.predict(x, batch_size=256, verbose=0)
         except ValueError as e:  # a Keras model of another input shape

@@ -25,6 +25,7 @@ __all__ = [
     "TARGET_METADATA",
     "file_target",
     "graph_io",
+    "has_int4_weights",
     "model_metadata",
     "nearest_short_mantissa",
     "op_name",
@@ -177,6 +178,15 @@ def file_target(content: bytes) -> str | None:
     """
     data = model_metadata(content, TARGET_METADATA)
     return data.decode("ascii", "replace") if data is not None else None
+
+
+def has_int4_weights(content: bytes) -> bool:
+    """Whether the .tflite stores weights as packed INT4 (`export_tflite.convert(pack_int4=True)`).
+
+    Raises:
+      TfliteFormatError: for bytes that are not a readable .tflite model.
+    """
+    return any(t.dtype == "INT4" and t.is_constant for t in read_model(content).tensors)
 
 
 def graph_io(graph: schema.SubGraphT) -> set[int]:

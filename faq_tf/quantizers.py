@@ -269,7 +269,7 @@ def _ste_round_clip(x: tf.Tensor, step: tf.Tensor, q_min: float, q_max: float) -
 
 
 def _on_grid(x: tf.Tensor, bits: int, exponent: tf.Tensor | float) -> tf.Tensor:
-    """Signed Q(b, l)(x) computed exactly: clip, then floor(x * 2^-l + 1/2) in float32.
+    """Signed Q(b, l)(x) without FakeQuant's offset: clip, then floor(x * 2^-l + 1/2) in float32.
 
     FakeQuant computes the same except within an ulp of a tie: it rounds x - min, so the
     offset of its zero point (8 for a 4-bit range, 128 for the 8-bit storage of 4-bit
@@ -279,8 +279,9 @@ def _on_grid(x: tf.Tensor, bits: int, exponent: tf.Tensor | float) -> tf.Tensor:
     """
     step = tf.pow(tf.constant(2.0), tf.cast(exponent, tf.float32))
     q_min, q_max = integer_range(bits, signed=True)
-    t = tf.clip_by_value(x, q_min * step, q_max * step) / step  # exact: a power-of-two step
-    return tf.math.floor(t + 0.5) * step  # exact: |t| <= 2^15
+    clipped = tf.clip_by_value(x, q_min * step, q_max * step)
+    q = tf.math.floor(clipped / step + 0.5) * step  # exact: a power-of-two step
+    return tf.stop_gradient(q) + (clipped - tf.stop_gradient(clipped))  # exactly q; FakeQuant's gradient
 
 
 def fake_quant(
@@ -488,7 +489,8 @@ class ActivationQuantizer(FixedPointQuantizer):
     def __call__(self, inputs, training, weights, **kwargs):
         exact_ties = not tf.is_tensor(training) and not training and not exporting()
         if exact_ties and self.requantization is not None:
-            step = tf.pow(tf.constant(2.0), tf.cast(weights["exponent"], tf.float32))
+            with tf.control_dependencies(self.requantization.check_exponent(weights["exponent"])):
+                step = tf.pow(tf.constant(2.0), tf.cast(weights["exponent"], tf.float32))
             return self.requantization(inputs, step, *self.levels())
         rounding = self.rounding if exact_ties else Rounding.HALF_UP
         return fake_quant(inputs, self.bits, weights["exponent"], signed=self.signed, rounding=rounding)

@@ -7,9 +7,11 @@ concatenation input) turns an exact int32 accumulator `acc` into a stored level 
 * `xnnpack`, LiteRT's default CPU path: one rounding of the exact value acc * r, ties
   to even (conv, dense, mean) or up (add); what `faq_tf.quantizers.Rounding` copies.
 * `reference`, LiteRT's builtin kernels (what the Python wheel runs without XNNPACK;
-  the arithmetic NNAPI-less phones and most vendors' references follow), and
-* `micro`, TensorFlow Lite for Microcontrollers: two roundings, with r = M * 2^(shift - 31)
-  as TFLite's QuantizeMultiplier writes it (M a Q31 integer, in double precision):
+  the arithmetic NNAPI-less phones and most vendors' references follow; measured on
+  x86-64), and
+* `micro`, TensorFlow Lite for Microcontrollers' reference kernels: two roundings, with
+  r = M * 2^(shift - 31) as TFLite's QuantizeMultiplier writes it (M a Q31 integer, in
+  double precision):
 
       t1 = floor((acc * 2^max(shift, 0) * M + 2^30) / 2^31)       ties up
       q  = t1 / 2^max(-shift, 0), rounded                          ties: see below
@@ -25,10 +27,11 @@ gemmlowp's fixed-point exp and reciprocal on TFLM, which `SoftmaxArithmetic` rep
 (`faq_tf.fixedpoint`).
 
 So `reference` and `micro` are two targets: on the Fashion-MNIST demo's w4a4 file they
-agree on none of the 10,000 test logit vectors. (Measured op by op against both runtimes
-by `tests/test_targets.py`, which also checks every op of `conftest.EVERY_LAYER_MODELS`
-end to end.) Average and max pooling, concatenation, MINIMUM/MAXIMUM, padding, reshapes
-and nearest upsampling compute the same in all three.
+agree on none of the 10,000 test logit vectors (`python -m benchmarks.runtimes`).
+`tests/test_targets.py` checks every rule end to end on models that together have every
+supported op. Average and max pooling, concatenation, MINIMUM/MAXIMUM, padding, reshapes
+and nearest upsampling compute the same in all three; sigmoid and tanh are not reproduced
+off XNNPACK (`TargetReport.not_emulated` names them).
 
 `set_target(model, target)` gives every output quantizer of a faq_tf model the arithmetic
 of the op that computes its tensor on that target; inference (`training=False`) then
@@ -50,11 +53,12 @@ from typing import Any
 
 import numpy as np
 
-from faq_tf import graph, introspect
+from faq_tf import graph, introspect, registry
 from faq_tf.accumulator import input_exponent, output_exponent
-from faq_tf.compat import keras, tf, tfmot
+from faq_tf.compat import keras, tf
 from faq_tf.fixedpoint import exp_on_negative_values, one_over_one_plus_x, rdbpot, srdhm, wrap
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
+from faq_tf.outputs import float_outputs
 from faq_tf.quantizers import ActivationQuantizer, BatchNormMultiplierQuantizer, FixedExponentQuantizer, WeightQuantizer
 
 __all__ = [
@@ -70,7 +74,6 @@ __all__ = [
 ]
 
 L = keras.layers
-_Wrapper = tfmot.quantization.keras.QuantizeWrapperV2
 
 
 class Target(str, enum.Enum):
@@ -99,7 +102,9 @@ def as_target(value: Any) -> Target:
     try:
         return Target(value)
     except ValueError:
-        raise ValueError(f"target must be one of {TARGETS}, got {value!r}") from None
+        raise ValueError(
+            f"target must be one of {TARGETS} (or a runtime name: {tuple(runtimes)}), got {value!r}"
+        ) from None
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -155,13 +160,18 @@ class Requantization:
     multiplier: np.ndarray
     shift: np.ndarray
     ties_up: np.ndarray
+    exponent: int | None = None
 
     def __call__(self, x: tf.Tensor, step: tf.Tensor, q_min: int, q_max: int) -> tf.Tensor:
-        """The stored level q * step of every value of x, clamped to [q_min, q_max] (inference only)."""
+        """The stored level q * step of every value of x, clamped to [q_min, q_max] (inference only).
+
+        The gradient passes straight through, as FakeQuant's does inside its range.
+        """
         acc = tf.cast(tf.round(tf.cast(x, tf.float64) / self.unit), tf.int64)
         left = np.maximum(self.shift, 0)
         right = np.maximum(-self.shift, 0)
-        product = acc * tf.constant(2**left, tf.int64) * tf.constant(self.multiplier, tf.int64)
+        shifted = tf.clip_by_value(acc * tf.constant(2**left, tf.int64), -(2**31), 2**31 - 1)  # int32, as the runtime's
+        product = shifted * tf.constant(self.multiplier, tf.int64)
         t1 = tf.math.floordiv(product + 2**30, 2**31)  # SaturatingRoundingDoublingHighMul: ties up
         divisor = tf.constant(2**right, tf.int64)
         floor = tf.math.floordiv(t1, divisor)
@@ -171,7 +181,15 @@ class Requantization:
         above = tf.logical_or(remainder > half, tf.logical_and(tf.equal(remainder, half), tie_up))
         rounds_up = tf.logical_and(above, tf.constant(right > 0))
         q = tf.clip_by_value(floor + tf.cast(rounds_up, tf.int64), q_min, q_max)
-        return tf.cast(q, x.dtype) * tf.cast(step, x.dtype)
+        y = tf.cast(q, x.dtype) * tf.cast(step, x.dtype)
+        return tf.stop_gradient(y) + (x - tf.stop_gradient(x))  # exactly y, gradient 1
+
+    def check_exponent(self, exponent: tf.Tensor) -> list:
+        """Ops that fail when the tensor's l has moved since `set_target` computed M and the shift."""
+        if self.exponent is None:
+            return []
+        message = f"{self.op}'s output exponent changed after faq_tf.set_target; call set_target again"
+        return [tf.debugging.assert_equal(tf.cast(exponent, tf.float32), float(self.exponent), message=message)]
 
 
 @dataclasses.dataclass
@@ -218,7 +236,7 @@ def _ties_up(target: Target, op: str, shape: tuple[int, ...]) -> np.ndarray:
     return flags if axis == "channel" else flags.reshape(shape)
 
 
-def _inner(layer):
+def _inner(layer) -> keras.layers.Layer:
     return getattr(layer, "layer", layer)
 
 
@@ -246,8 +264,10 @@ def _bn_multiplier(bn_wrapper) -> tuple[np.ndarray, int] | None:
 
 
 def _activation_like(layer) -> bool:
-    """A ReLU / Activation layer: fused into the op before it by the converter."""
-    return isinstance(layer, (L.ReLU, L.Activation))
+    """A ReLU or linear activation layer: the converter fuses it into the op before it."""
+    if not isinstance(layer, (L.ReLU, L.Activation)) or not registry.supports(layer):
+        return False
+    return registry.activation_kind(layer) in (registry.ActivationKind.RELU, registry.ActivationKind.IDENTITY)
 
 
 def _source(g: graph.Graph, name: str) -> tuple[str, str | None]:
@@ -277,17 +297,19 @@ def _requantization(
     wrapper = g.layers[source]
     layer = _inner(wrapper)
     s_out = 2.0**l_out
-    shape = tuple(int(d) for d in g.layers[name].output_shape[1:])
+    shape = tuple(g.layers[name].output_shape[1:])
     if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense)) or (
         isinstance(wrapper, BatchNormWrapper) and wrapper.standalone
     ):
         return _matmul(g, source, bn, target, pack_int4, s_out, shape)
     if target is Target.XNNPACK:
         return None, None  # the tie rules of `faq_tf.quantizers.Rounding`
+    if None in shape:
+        return None, f"a {type(layer).__name__} output of unknown shape {shape}"
     if isinstance(layer, L.Add):
         exponents = [output_exponent(g, p) for p in g.producers[source]]
-        if len(exponents) != 2 or None in exponents:
-            return None, "an Add of other than two quantized tensors"
+        if len(exponents) != 2 or None in exponents:  # (producers are distinct: Add([x, x]) has one)
+            return None, "an Add of other than two distinct quantized tensors"
         unit = 2.0 * 2.0 ** max(exponents) / 2**20  # both inputs shifted left by 20, the larger halved
         return _spec("ADD", target, shape, unit, *quantize_multiplier(unit / s_out)), None
     if isinstance(layer, L.GlobalAveragePooling2D):
@@ -299,30 +321,45 @@ def _requantization(
         return _spec("MEAN", target, shape, 2.0**l_in / n, m, shift), None
     if isinstance(layer, L.Concatenate):
         return _concat(g, source, target, s_out, shape)
-    if _activation_like(layer) and output_exponent(g, g.producers[source][0]) != l_out:
-        return None, f"a {type(layer).__name__} that rescales a stored tensor"
-    return None, None  # pooling, pass-through layers, the input: computed alike on every target
+    if _activation_like(layer):
+        if output_exponent(g, g.producers[source][0]) != l_out:
+            return None, f"a {type(layer).__name__} that rescales a stored tensor"
+        return None, None  # a ReLU of a stored tensor on its grid: exact
+    if isinstance(layer, _ALIKE_EVERYWHERE) or (
+        registry.supports(layer) and registry.get_layer_info(layer).output is registry.OutputKind.PASSTHROUGH
+    ):
+        return None, None  # computed alike on every target
+    return None, f"a {type(layer).__name__}, whose arithmetic on {target.value} faq_tf does not reproduce"
 
 
-def _spec(op: str, target: Target, shape, unit, m, shift) -> Requantization:
+# Layers whose integer result is the same on every runtime (measured: tests/test_targets.py):
+# pooling keeps its input's grid (average pooling rounds half away from zero everywhere).
+_ALIKE_EVERYWHERE = (L.AveragePooling2D, L.MaxPooling2D, L.GlobalMaxPooling2D, L.InputLayer)
+
+
+def _spec(op: str, target: Target, shape: tuple, unit, m, shift) -> Requantization:
     arrays = (np.asarray(unit, np.float64), np.asarray(m, np.int64), np.asarray(shift, np.int64))
     return Requantization(op, *arrays, _ties_up(target, op, shape))
 
 
-def _matmul(g, source, bn, target, pack_int4, s_out, shape):
+def _matmul(g, source, bn, target, pack_int4, s_out, shape) -> tuple[Requantization | None, str | None]:
     """Conv, depthwise, dense (with a folded BN), or a standalone BN exported as a 1x1 depthwise conv."""
     wrapper = g.layers[source]
     layer = _inner(wrapper)
+    kernel = None if isinstance(wrapper, BatchNormWrapper) else _kernel(wrapper)
     if isinstance(wrapper, BatchNormWrapper):
-        op, bits = "DEPTHWISE_CONV_2D", 8
+        if len(shape) != 3:
+            return None, "a BatchNormalization of a tensor that is not an image (exported as MUL and ADD)"
+        op = "DEPTHWISE_CONV_2D"
     else:
-        op = {L.Conv2D: "CONV_2D", L.DepthwiseConv2D: "DEPTHWISE_CONV_2D", L.Dense: "FULLY_CONNECTED"}[type(layer)]
-        kernel = _kernel(wrapper)
-        bits = kernel.bits if kernel is not None else 8
+        op = _MATMUL_OPS.get(type(layer))
+        if op is None:
+            return None, f"a {type(layer).__name__}, whose arithmetic faq_tf does not reproduce"
         if isinstance(layer, L.Conv2D) and getattr(layer, "groups", 1) > 1:
             op = "CONV_2D_GROUPED"  # LiteRT runs grouped convolutions on its reference kernel
     if target is Target.XNNPACK:
-        if not (pack_int4 and bits < 8 and op != "FULLY_CONNECTED"):
+        packed = pack_int4 and kernel is not None and kernel.bits <= 4 and op != "FULLY_CONNECTED"
+        if not packed:
             return None, None
         target = Target.REFERENCE  # XNNPACK leaves convolutions with INT4 weights to the builtin kernels
     l_in = input_exponent(g, source)
@@ -334,10 +371,9 @@ def _matmul(g, source, bn, target, pack_int4, s_out, shape):
             return None, "a BatchNormalization without a quantized multiplier"
         unit = np.full(shape[-1], 2.0 ** (l_in + folded[1]))
     else:
-        l_w = _kernel(wrapper).exponent if _kernel(wrapper) is not None else None
-        if l_w is None:
+        if kernel is None or kernel.exponent is None:
             return None, "its kernel is float"
-        unit = np.full(shape[-1], 2.0 ** (l_in + l_w))
+        unit = np.full(shape[-1], 2.0 ** (l_in + kernel.exponent))
         if bn is not None:  # the converter folds the BN: per-channel weight scales 2^l_w * |m_c|
             folded = _bn_multiplier(g.layers[bn])
             if folded is None:
@@ -348,7 +384,10 @@ def _matmul(g, source, bn, target, pack_int4, s_out, shape):
     return _spec(op, target, shape, np.where(unit > 0, unit, 1.0), m, shift), None
 
 
-def _concat(g, source, target, s_out, shape):
+_MATMUL_OPS = {L.Conv2D: "CONV_2D", L.DepthwiseConv2D: "DEPTHWISE_CONV_2D", L.Dense: "FULLY_CONNECTED"}
+
+
+def _concat(g, source, target, s_out, shape) -> tuple[Requantization | None, str | None]:
     """A concatenation: each input on another scale is re-rounded by a QUANTIZE op of its own."""
     layer = _inner(g.layers[source])
     if layer.axis not in (-1, len(shape)):
@@ -364,6 +403,8 @@ def _concat(g, source, target, s_out, shape):
         parts.append(
             tuple(np.full(part, v) for v in values) + (np.broadcast_to(_ties_up(target, "QUANTIZE", part), part),)
         )
+    if sum(p[0].shape[-1] for p in parts) != shape[-1]:
+        return None, "a concatenation that joins one tensor more than once"
     unit, m, shift, ties = (np.concatenate([p[i] for p in parts], axis=-1) for i in range(4))
     return Requantization("QUANTIZE", unit, m.astype(np.int64), shift.astype(np.int64), ties), None
 
@@ -407,13 +448,13 @@ def _record(report: TargetReport, layer: str, spec, why: str | None) -> None:
         report.not_emulated[layer] = why
 
 
-def _fixed_range(g: graph.Graph, name: str, target: Target):
+def _fixed_range(g: graph.Graph, name: str, target: Target) -> tuple[SoftmaxArithmetic | None, str | None]:
     """The arithmetic of a fixed-range activation (softmax, sigmoid, tanh) on `target`."""
     source = name
     if isinstance(g.layers[name], QuantizeInput) and g.producers[name]:
         source = g.producers[name][0]  # an output quantizer added for export: the activation before it
     layer = _inner(g.layers[source])
-    function = keras.activations.serialize(layer.activation) if hasattr(layer, "activation") else None
+    function = registry.activation_function_name(layer) if hasattr(layer, "activation") else None
     if target is Target.MICRO and function == "softmax" and len(g.producers[source]) == 1:
         l_in = output_exponent(g, g.producers[source][0])
         if l_in is None:
@@ -430,8 +471,16 @@ def set_target(model: keras.Model, target: Target | str, pack_int4: bool = False
     """Makes the inference of a faq_tf model compute what `target`'s integer runtime computes.
 
     Call it on a finished model (it reads the weight exponents and BN multipliers as they
-    are); again after further training. It changes only inference (`training=False`);
-    `model.predict` and `model.evaluate` are rebuilt on their next call.
+    are); again after further training (inference fails with a message if an output's
+    exponent has moved since). It changes only inference (`training=False`);
+    `model.predict` and `model.evaluate` are rebuilt on their next call. The target is not
+    saved with the model: a saved, cloned or rebuilt model (`quantize_float_outputs`)
+    starts on `xnnpack`.
+
+    The rules were measured on LiteRT 2.3.0's x86-64 builtin kernels (their NEON code
+    through NEON_2_SSE; aarch64 builds run native NEON and other depthwise kernels, not
+    measured) and on TFLM's reference kernels as the tflite-micro package runs them
+    (optimized kernel libraries such as CMSIS-NN are not).
 
     Args:
       model: a faq_tf QAT model as exported (`export_tflite.convert` snaps it and adds its
@@ -444,9 +493,14 @@ def set_target(model: keras.Model, target: Target | str, pack_int4: bool = False
       A `TargetReport`: the outputs given the target's arithmetic, and any that could not be.
 
     Raises:
-      ValueError: for an unknown target.
+      ValueError: for an unknown target, or a model without faq_tf quantizers.
     """
     target = as_target(target)
+    if not introspect.quantized_tensors(model):
+        raise ValueError(
+            f"Model '{model.name}' has no faq_tf quantizers, so it has no integer arithmetic to set: "
+            "quantize it with faq_tf.quantize_model first (or load a model faq-train saved)."
+        )
     g = graph.model_graph(model)
     report = TargetReport(target)
     for name, layer in g.layers.items():
@@ -462,8 +516,16 @@ def set_target(model: keras.Model, target: Target | str, pack_int4: bool = False
             spec, why = (None, f"{qt.bits}-bit tensors are not int8") if qt.bits > 8 else (None, None)
             if qt.bits <= 8:
                 spec, why = _requantization(g, name, qt.exponent, target, pack_int4)
+            if spec is not None:
+                spec = dataclasses.replace(spec, exponent=qt.exponent)
             qt.quantizer.requantization = spec
             _record(report, qt.layer, spec, why)
+    if target is not Target.XNNPACK:
+        for name in float_outputs(model):
+            report.not_emulated[_inner(g.layers[name]).name] = (
+                "a float output: the file stores it in 8 bits (faq_tf.quantize_float_outputs gives the Keras model "
+                "the same quantizer; faq-train's saved models have it)"
+            )
     model.predict_function = None  # traced with the old arithmetic
     model.test_function = None
     return report

@@ -1,12 +1,13 @@
 """Deployment targets: the Keras model computes what each integer runtime computes, logit for logit."""
 
+import contextlib
 import re
 
 import numpy as np
 import pytest
 
 import faq_tf
-from conftest import EVERY_LAYER_MODELS, randomize_batch_norms
+from conftest import EVERY_LAYER_MODELS, randomize_batch_norms, residual_model
 from export_tflite import convert, file_target, quantize_float_outputs, verify
 from export_tflite.evaluate import TfliteRunner
 from export_tflite.reader import read_model
@@ -28,7 +29,7 @@ def tails_model() -> keras.Model:
     y = L.Conv2D(12, 1, name="pw")(x)
     a = L.Add(name="add")([d, y])  # signed add
     p = L.AveragePooling2D(2, name="avg")(a)  # 3x3x12 = 108 values: 6 blocks of 16 and a tail of 12
-    r = L.DepthwiseConv2D(3, strides=2, padding="same", name="dw2")(a)
+    r = L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2, name="dw2")(a)  # 24 channels
     r = L.BatchNormalization(name="dw2_bn")(r)
     r = L.ReLU(name="dw2_relu")(r)
     c = L.Concatenate(name="concat")([p, r])  # the pooled input is re-rounded by a QUANTIZE op
@@ -42,6 +43,15 @@ def _coarser_concat(qat: keras.Model, steps: int = 2) -> None:
     for qt in introspect.quantized_tensors(qat):
         if qt.tensor == "output" and qt.layer in ("concat", "dw2_relu"):
             qt.exponent_variable.assign(qt.exponent_variable + steps)
+
+
+@contextlib.contextmanager
+def on_target(model: keras.Model, target: str, pack_int4: bool = False):
+    """set_target for the block, then back to xnnpack (the module's models are shared by its tests)."""
+    try:
+        yield set_target(model, target, pack_int4=pack_int4)
+    finally:
+        set_target(model, "xnnpack")
 
 
 MODELS = [*EVERY_LAYER_MODELS, tails_model]
@@ -78,12 +88,13 @@ def test_keras_logits_equal_the_runtime_logits(exports, target, precision):
     for build in MODELS:
         qat, content, data, packed = exports[build.__name__, precision]
         runtime = TfliteRunner(content, runtime=RUNTIME[target])(data)
-        report = set_target(qat, target, pack_int4=packed)
-        assert report.exact, report.not_emulated
-        np.testing.assert_array_equal(runtime, qat.predict(data, verbose=0), err_msg=f"{build.__name__} on {target}")
-        set_target(qat, other, pack_int4=packed)
-        told_apart += not np.array_equal(runtime, qat.predict(data, verbose=0))
-        set_target(qat, "xnnpack")
+        with on_target(qat, target, pack_int4=packed) as report:
+            assert report.exact, report.not_emulated
+            np.testing.assert_array_equal(
+                runtime, qat.predict(data, verbose=0), err_msg=f"{build.__name__} on {target}"
+            )
+        with on_target(qat, other, pack_int4=packed):
+            told_apart += not np.array_equal(runtime, qat.predict(data, verbose=0))
     # The inputs hit the ties on which the runtimes differ: with another target's arithmetic,
     # the Keras model misses this runtime's logits on most models.
     assert told_apart >= 3, told_apart
@@ -96,17 +107,16 @@ def test_the_tails_are_where_the_kernels_say(exports):
     info = read_model(content)
     ops = [op.name for op in info.ops]
     assert "QUANTIZE" in ops and ops.count("DEPTHWISE_CONV_2D") == 2
-    report = set_target(qat, "reference")
-    assert report.emulated["dw"] == "DEPTHWISE_CONV_2D" and report.emulated["concat"] == "QUANTIZE"
-    assert report.emulated["add"] == "ADD" and report.emulated["gap"] == "MEAN"
-    outputs = {qt.layer: qt.quantizer for qt in introspect.quantized_tensors(qat) if qt.tensor == "output"}
-    spec = outputs["concat"].requantization
-    pooled = spec.shift[0, 0, :12]
-    assert np.all(pooled <= -1), pooled  # the pooled channels: a right shift, two roundings
-    ties_up = spec.ties_up[..., :12].reshape(-1)  # flat index of the pooled (3, 3, 12) input
-    assert ties_up[:96].all() and not ties_up[96:].any()
-    assert outputs["dw"].requantization.ties_up.tolist() == [True] * 8 + [False] * 4
-    set_target(qat, "xnnpack")
+    with on_target(qat, "reference") as report:
+        assert report.emulated["dw"] == "DEPTHWISE_CONV_2D" and report.emulated["concat"] == "QUANTIZE"
+        assert report.emulated["add"] == "ADD" and report.emulated["gap"] == "MEAN"
+        outputs = {qt.layer: qt.quantizer for qt in introspect.quantized_tensors(qat) if qt.tensor == "output"}
+        spec = outputs["concat"].requantization
+        pooled = spec.shift[0, 0, :12]
+        assert np.all(pooled <= -1), pooled  # the pooled channels: a right shift, two roundings
+        ties_up = spec.ties_up[..., :12].reshape(-1)  # flat index of the pooled (3, 3, 12) input
+        assert ties_up[:96].all() and not ties_up[96:].any()
+        assert outputs["dw"].requantization.ties_up.tolist() == [True] * 8 + [False] * 4
 
 
 # (real multiplier, M, shift): real = M * 2^(shift - 31), M in [2^30, 2^31), rounded half away from zero.
@@ -180,18 +190,17 @@ def test_requantization_rounds_as_the_runtimes_do(ties_up):
 def test_targets_are_named_and_recorded(exports):
     qat, _, data, _ = exports["residual_model", "w8a8"]
     assert as_target("builtin") is as_target("reference") is faq_tf.Target.REFERENCE
-    with pytest.raises(ValueError, match=r"target must be one of \('xnnpack', 'reference', 'micro'\), got 'gpu'"):
+    with pytest.raises(ValueError, match=r"target must be one of \('xnnpack', 'reference', 'micro'\) .*got 'gpu'"):
         set_target(qat, "gpu")
     content = convert(qat, representative_data=data[:32], target="micro")
     assert file_target(content) == "micro"
     assert any("exported for the micro target" in n for n in verify(content).notes)
     micro = TfliteRunner(content, runtime="micro")(data)
     assert not np.array_equal(micro, qat.predict(data, verbose=0))  # the export leaves qat's arithmetic alone
-    set_target(qat, "micro")
-    np.testing.assert_array_equal(micro, qat.predict(data, verbose=0))
-    with pytest.raises(ValueError, match="target must be one of"):
-        convert(qat, representative_data=data[:32], target="edgetpu")
-    set_target(qat, "xnnpack")
+    with on_target(qat, "micro"):
+        np.testing.assert_array_equal(micro, qat.predict(data, verbose=0))
+    with pytest.raises(ValueError, match="no faq_tf quantizers.*quantize_model first"):
+        set_target(residual_model(), "micro")
 
 
 def test_micro_rules_flag_what_tflm_does_not_run(exports):
@@ -245,13 +254,12 @@ def test_softmax_on_every_runtime():
     content = convert(qat, representative_data=data[:256])
     float_softmax = qat.predict(data, verbose=0)
     for target in TARGETS:
-        report = set_target(qat, target)
-        assert report.exact and (report.emulated.get("prob") == "SOFTMAX") == (target == "micro"), report
-        np.testing.assert_array_equal(
-            TfliteRunner(content, runtime=RUNTIME[target])(data), qat.predict(data, verbose=0)
-        )
-    assert not np.array_equal(qat.predict(data, verbose=0), float_softmax)  # TFLM's fixed point is another function
-    set_target(qat, "xnnpack")
+        with on_target(qat, target) as report:
+            assert report.exact and (report.emulated.get("prob") == "SOFTMAX") == (target == "micro"), report
+            runtime = TfliteRunner(content, runtime=RUNTIME[target])(data)
+            np.testing.assert_array_equal(runtime, qat.predict(data, verbose=0))
+            if target == "micro":  # TFLM's fixed point is another function than the float softmax
+                assert not np.array_equal(runtime, float_softmax)
 
 
 def test_fixed_point_functions_are_the_functions_they_name():
@@ -270,3 +278,32 @@ def test_fixed_point_functions_are_the_functions_they_name():
     halves = tf.constant([-3 * 2**30, -(2**30), 2**30, 3 * 2**30], tf.int64)  # times 1 / 2^31: -1.5, -0.5, 0.5, 1.5
     assert srdhm(halves, 1).numpy().tolist() == [-1, 0, 1, 2]
     assert rdbpot(tf.constant([-3, -1, 1, 3], tf.int64), 1).numpy().tolist() == [-2, -1, 1, 2]
+
+
+def test_a_mean_on_its_input_grid_and_what_is_not_reproduced(exports):
+    """A mean whose output keeps its input's scale and zero point (the runtimes' integer-folded
+    1/n still rounds it); a concat that joins one tensor twice is named, not guessed; a spec whose
+    exponent moved after set_target fails with what to do."""
+    i = keras.Input((4, 4, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(i)
+    g = L.GlobalAveragePooling2D(name="gap")(x)
+    twice = L.Concatenate(name="twice")([g, g])
+    model = keras.Model(i, L.Dense(10, name="logits")(twice))
+    data = np.random.RandomState(1).rand(64, 4, 4, 3).astype("float32")
+    qat = faq_tf.quantize_model(model, "w8a8", data[:32], verbose=False)
+    qts = {(qt.layer, qt.tensor): qt for qt in introspect.quantized_tensors(qat)}
+    source = qts[("conv_relu", "output")]
+    for name in ("gap", "twice"):
+        qts[(name, "output")].exponent_variable.assign(float(source.exponent))
+    content = convert(qat, representative_data=data[:32])
+    for target in ("reference", "micro"):
+        with on_target(qat, target) as report:
+            assert report.emulated["gap"] == "MEAN"
+            assert "joins one tensor more than once" in report.not_emulated["twice"], report.not_emulated
+            np.testing.assert_array_equal(
+                TfliteRunner(content, runtime=RUNTIME[target])(data), qat.predict(data, verbose=0)
+            )
+    with on_target(qat, "micro"):
+        qts[("gap", "output")].exponent_variable.assign(float(source.exponent + 1))
+        with pytest.raises(Exception, match="exponent changed after faq_tf.set_target; call set_target again"):
+            qat.predict(data, verbose=0)
