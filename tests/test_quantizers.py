@@ -155,9 +155,50 @@ def _op_types(fn, x) -> set[str]:
     return {op.type for op in tf.function(fn).get_concrete_function(x).graph.get_operations()}
 
 
+def _reference_levels(t: np.ndarray, q_min: int, q_max: int, rounding: Q.Rounding) -> np.ndarray:
+    """Round t (float64, exact) to an integer level as the runtime does, then clamp."""
+    floor = np.floor(t)
+    tie = t - floor == 0.5
+    up = {
+        Q.Rounding.HALF_UP: np.ones_like(t, bool),
+        Q.Rounding.HALF_EVEN: floor % 2 == 1,
+        Q.Rounding.HALF_AWAY: floor >= (0 if q_min < 0 else 2**7),
+    }[rounding]
+    level = np.where(tie, floor + up, np.floor(t + 0.5))
+    return np.clip(level, q_min, q_max)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 7, 8, 16])
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("rounding", [Q.Rounding.HALF_EVEN, Q.Rounding.HALF_AWAY], ids=str)
+def test_inference_rounding_matches_an_exact_reference_with_fake_quants_gradient(bits, signed, rounding):
+    """Every tie, the range edges, values an ulp from a tie and random ones; gradient 1 inside, 0 outside.
+
+    (HALF_UP is TensorFlow's FakeQuant op, which computes floor(t + 1/2) in float32 and so
+    rounds the float just below 1/2 up.)
+    """
+    q_min, q_max = Q.integer_range(bits, signed)
+    if signed and bits >= 8:
+        q_min = -q_max - 1  # the runtime's clamp (storage range)
+    rng = np.random.RandomState(bits)
+    levels = np.arange(q_min - 3, q_max + 3) if bits < 16 else rng.randint(q_min - 3, q_max + 3, 500)
+    ties = np.float32(levels + 0.5)
+    near = np.concatenate([np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf))])
+    spread = rng.uniform(q_min - 4, q_max + 4, 500).astype(np.float32)
+    small = np.float32([0.0, -0.0, 1e-9, -1e-9, 0.25, -0.25, 0.4999999, -0.4999999, 0.5000001])
+    for l in (-7.0, 0.0, 2.0):
+        t = np.concatenate([ties, near, spread, small]).astype(np.float32)
+        x = tf.Variable(t * np.float32(2.0**l))
+        y, grad = _value_and_gradient(x, lambda v, l=l: Q.fake_quant(v, bits, l, signed, rounding=rounding))
+        expected = _reference_levels(t.astype(np.float64), q_min, q_max, rounding) * 2.0**l
+        np.testing.assert_array_equal(y, expected.astype(np.float32))
+        assert not np.any(np.signbit(y) & (y == 0)), "no negative zeros"
+        inside = (t >= q_min) & (t <= q_max)
+        np.testing.assert_array_equal(grad, np.where(inside, np.arange(1, t.size + 1), 0).astype(np.float32))
+
+
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7])
-@pytest.mark.parametrize("rounding", list(Q.Rounding))
-def test_training_form_of_low_bit_activations_is_the_convertible_form(bits, rounding):
+def test_training_form_of_low_bit_activations_is_the_convertible_form(bits):
     """Outside export_trace an unsigned b-bit activation is one b-bit FakeQuant: same values, same gradient."""
     rng = np.random.RandomState(bits)
     for l in (-6.0, -2.0, 0.0, 3.0):
@@ -169,7 +210,7 @@ def test_training_form_of_low_bit_activations_is_the_convertible_form(bits, roun
         )
 
         def quantize(t, l=l):
-            return Q.fake_quant(t, bits, l, signed=False, rounding=rounding)
+            return Q.fake_quant(t, bits, l, signed=False)
 
         fast = _value_and_gradient(x, quantize)
         with tracing.export_trace():

@@ -358,10 +358,11 @@ def _per_class(job: Job, model: keras.Model) -> dict[str, float | None]:
     test = job.data.test()
     if job.config.eval_steps:
         test = test.take(job.config.eval_steps)
+    predict = tf.function(lambda images: tf.argmax(model(images, training=False), axis=-1), reduce_retracing=True)
     labels, predictions = [], []
     for images, y in test:
         labels.append(y.numpy())
-        predictions.append(np.argmax(model(images, training=False).numpy(), axis=-1))
+        predictions.append(predict(images).numpy())
     source = job.data.source
     confusion = confusion_matrix(np.concatenate(labels), np.concatenate(predictions), source.num_classes)
     return per_class_top1(confusion, source.label_names())

@@ -310,11 +310,14 @@ class Trainer:
             seen += n * self.global_batch_size
             if after_update is not None:
                 after_update(u, finite)
+            log = (u + 1) % max(1, updates // 10) == 0 or u + 1 == updates
+            if bar is None and not log:
+                continue  # reading the metrics waits for the device: only when they are shown
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             loss, top1 = float(self.train_loss.result()), float(self.train_top1.result())
             if bar is not None:
                 bar.update(u + 1, [("loss", loss), ("top1", top1), ("img/s", rate)])
-            elif (u + 1) % max(1, updates // 10) == 0 or u + 1 == updates:
+            else:
                 logging.info(
                     "epoch %d update %d/%d loss %.4f top1 %.4f %.0f img/s", epoch, u + 1, updates, loss, top1, rate
                 )
