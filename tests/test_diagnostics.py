@@ -153,6 +153,8 @@ def test_study_runs_variants_and_tabulates(tmp_path):
     assert again[1]["test_top1"] == rows[1]["test_top1"]
     with pytest.raises(ValueError, match="not a flag"):
         parse_variant("x=epochs=3")
+    grown = parse_variant("grow=--batch_schedule=128@0,256@4,--lr_boundaries=3,6,9,--seed=1")
+    assert grown.flags == ("--batch_schedule=128@0,256@4", "--lr_boundaries=3,6,9", "--seed=1")
 
 
 def test_confusion_matrix_and_per_class_top1_by_hand(tmp_path):

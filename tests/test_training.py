@@ -84,6 +84,56 @@ def test_jit_compiled_step_trains_like_the_graph_step():
     assert not np.allclose(graph[0], _train(default, batch=16, n=2, precision="w4a4", updates=0)[0])
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_weight_average_follows_its_recursion(replicas):
+    """a <- a - (1 - d)(a - w) after every applied update, from the starting weights; on 1 and 2 replicas."""
+    decay = 0.75
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if replicas == 2 else tf.distribute.get_strategy()
+    x, y = _data()
+    with strategy.scope():
+        model = faq_tf.quantize_model(_mlp(), "w4a4", x, verbose=False)
+        opt = keras.optimizers.SGD(0.1, momentum=0.9)
+        opt.build(model.trainable_variables)
+        trainer = Trainer(model, opt, strategy, 16, weight_decay=1e-3, ema_decay=decay)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat()
+    it = iter(strategy.experimental_distribute_dataset(ds.batch(16)))
+    expected = [v.numpy() for v in model.trainable_variables]
+    for _ in range(4):
+        trainer.train_update(it, 2, 0.1)
+        expected = [a - (1 - decay) * (a - v.numpy()) for a, v in zip(expected, model.trainable_variables)]
+    last = [v.numpy() for v in model.trainable_variables]
+    for average, e in zip(trainer.averages, expected):
+        np.testing.assert_allclose(average.numpy(), e, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(expected[0], last[0])  # the average lags the weights
+    trainer.use_averaged_weights()
+    for v, e in zip(model.trainable_variables, expected):
+        np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="needs a Trainer built with ema_decay > 0"):
+        Trainer(model, opt, strategy, 16).use_averaged_weights()
+
+
+def test_averaged_run_ends_with_the_average_exact_bn_statistics_and_resumes(tmp_path):
+    """faq-train --ema_decay: the saved model holds the checkpointed averages; a resumed run ends alike."""
+    cfg = _config(tmp_path, precision="w4a4", epochs=2, ema_decay=0.9, lr_schedule="constant", lr_final=None)
+    final = run(cfg)
+    assert final["ema_decay"] == 0.9 and final["precise_bn_batches"] == 8  # always recomputed: all 8 batches
+    state = tf.train.load_checkpoint(os.path.join(cfg.model_dir, "checkpoints"))
+    averages = sorted(k for k in state.get_variable_to_shape_map() if k.startswith("averages/"))
+    model = faq_tf.load_model(os.path.join(cfg.model_dir, "model.h5"))
+    assert len(averages) == len(model.trainable_variables) > 0
+    # The kernels are the averages, bit for bit (biases and BN constants then move onto the integer grids).
+    kernels = [v.numpy().tobytes() for v in model.trainable_variables if "kernel" in v.name]
+    stored = {state.get_tensor(k).tobytes() for k in averages}
+    assert len(kernels) > 3 and all(k in stored for k in kernels)
+    # Resume after epoch 1 (delete the last checkpoint and the outputs): the same final model.
+    resumed = dataclass_replace(cfg, model_dir=str(tmp_path / "resumed"))
+    run(dataclass_replace(resumed, epochs=1, ema_decay=0.9))
+    os.remove(os.path.join(resumed.model_dir, "model.h5"))
+    run(resumed)
+    for a, b in zip(_final_weights(resumed.model_dir), _final_weights(cfg.model_dir)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_distillation_loss_is_temperature_scaled_kl():
     t = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]], np.float32)
     s = np.array([[1.0, 1.0, 0.0], [0.5, -0.5, 1.0]], np.float32)
@@ -278,6 +328,8 @@ def dataclass_replace(cfg, **kw):
         ({"distill": 0.5, "pretrained": "w.h5", "distill_temperature": -1.0}, "distill_temperature must be > 0"),
         ({"distill": 0.5, "pretrained": "w.h5", "precision": "fp32"}, "distill=0.5 teaches a faq_tf quantized"),
         ({"distill": 0.5}, "distill=0.5 needs trained fp32 weights"),
+        ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\), got 1.0"),
+        ({"ema_decay": 0.99, "precise_bn": "off"}, "ema_decay=0.99 ends the run with averaged weights"),
     ],
 )
 def test_bad_configs(tmp_path, kw, match):

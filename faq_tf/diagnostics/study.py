@@ -48,11 +48,15 @@ PRESETS: dict[str, tuple[Variant, ...]] = {
 
 
 def parse_variant(text: str) -> Variant:
-    """Parses "NAME=--flag=value,--flag2=value" (or "NAME" alone for the base row)."""
+    """Parses "NAME=--flag=value,--flag2=value" (or "NAME" alone for the base row).
+
+    Only a comma followed by "--" starts the next flag, so a value may hold commas
+    ("--batch_schedule=128@0,256@4", "--lr_boundaries=3,6,9").
+    """
     name, _, flags = text.partition("=")
     if not name.strip():
         raise ValueError(f"variant {text!r}: expected NAME=--flag=value[,--flag=value]")
-    parts = tuple(f for f in flags.split(",") if f) if flags else ()
+    parts = tuple(f for f in re.split(r",(?=--)", flags) if f) if flags else ()
     for f in parts:
         if not f.startswith("--"):
             raise ValueError(f"variant {name!r}: {f!r} is not a flag (flags start with --)")

@@ -1,13 +1,14 @@
 """Checkpoints of a run: what is saved, where, and restoring the newest one that is intact.
 
 A checkpoint holds the model (weights, BN statistics, every quantizer's l), the optimizer,
-the epoch and the number of updates done in it, so a killed run resumes exactly where it
+the weight averages (with --ema_decay), the epoch and the number of updates done in it, so a killed run resumes exactly where it
 stopped (the data order is a function of the seed, the epoch and the position).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from absl import logging
 
@@ -53,6 +54,7 @@ class RunState:
       write_dir: where this task writes (model_dir for the chief).
       read_dir: where checkpoints are resumed from (the chief's model_dir).
       every_steps: also checkpoint every N updates (0: once per epoch only).
+      averages: the trainer's weight averages (`Trainer.averages`), saved with the rest.
     """
 
     def __init__(
@@ -62,12 +64,14 @@ class RunState:
         write_dir: str,
         read_dir: str,
         every_steps: int = 0,
+        averages: Sequence[tf.Variable] = (),
     ):
         self.optimizer = optimizer
         self.epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.position_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="update_in_epoch")
+        extra = {"averages": list(averages)} if averages else {}
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, epoch=self.epoch_variable, position=self.position_variable
+            model=model, optimizer=optimizer, epoch=self.epoch_variable, position=self.position_variable, **extra
         )
         self.every_steps = every_steps
         self.manager = tf.train.CheckpointManager(

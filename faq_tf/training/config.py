@@ -172,6 +172,13 @@ class TrainConfig:
         _unit_interval,
     )
     distill_temperature: float = _option(1.0, "Softmax temperature of the distillation loss.", _positive_float)
+    ema_decay: float = _option(
+        0.0,
+        "End the run with an exponential moving average of the weights, updated after every weight update "
+        "with this decay (e.g. 0.999; 0 = the paper's last weights). The averaged model gets exact BatchNorm "
+        "statistics (--precise_bn) and its own weight exponents.",
+        _fraction,
+    )
     jit_compile: bool = _option(False, "Compile the forward and backward pass with XLA.")
     # run
     strategy: str = _option("default", "tf.distribute.", choices=STRATEGIES)
@@ -220,6 +227,11 @@ class TrainConfig:
             raise ValueError(
                 f"distill={self.distill} needs trained fp32 weights to distil from; set --pretrained "
                 "(imagenet or a weights file), or distill=0."
+            )
+        if self.ema_decay and self.precise_bn == "off":
+            raise ValueError(
+                f"ema_decay={self.ema_decay} ends the run with averaged weights, whose BatchNorm statistics "
+                "must be recomputed; use --precise_bn=auto (or a number of batches), or ema_decay=0."
             )
         self.lr_schedule_fn()  # validates the schedule
         self.batch_schedule_obj().check(self.batch_size)

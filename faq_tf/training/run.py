@@ -33,6 +33,7 @@ from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
 from faq_tf.data.datasets import ImageSource, get_source, make_input
 from faq_tf.diagnostics.confusion import confusion_matrix, per_class_top1
+from faq_tf.introspect import initialize_weight_exponents
 from faq_tf.models import PREPROCESSING, build_model
 from faq_tf.outputs import float_outputs, quantize_float_outputs
 from faq_tf.quantize import quantize_model
@@ -173,8 +174,9 @@ def build(config: TrainConfig, strategy: tf.distribute.Strategy) -> Job:
             distill=config.distill,
             distill_temperature=config.distill_temperature,
             jit_compile=config.jit_compile,
+            ema_decay=config.ema_decay,
         )
-        state = RunState(model, optimizer, write_dir, config.model_dir, config.checkpoint_every_steps)
+        state = RunState(model, optimizer, write_dir, config.model_dir, config.checkpoint_every_steps, trainer.averages)
     restored = state.restore()
     records = RunRecords(config, model, write_dir if chief else None, state.epoch if restored else None)
     return Job(config, strategy, chief, write_dir, data, data.test(strategy), model, trainer, state, records)
@@ -280,7 +282,13 @@ def finish(job: Job) -> dict:
     """
     config, trainer, history = job.config, job.trainer, job.records.history
     final = history[-1] if history else {}
-    precise = _precise_batch_norm(job)
+    averaged = bool(config.ema_decay and history)
+    if averaged:
+        trainer.use_averaged_weights()
+        initialize_weight_exponents(job.model)
+        logging.info("the model now holds its weights' moving average (ema_decay=%g)", config.ema_decay)
+        final = {**final, "ema_decay": config.ema_decay}
+    precise = _precise_batch_norm(job, averaged=averaged)
     if precise:
         final = {**final, "precise_bn_batches": precise}
     final = {**final, **_check_batch_norm(job, precise)}
@@ -306,12 +314,14 @@ def finish(job: Job) -> dict:
     return final
 
 
-def _precise_batch_norm(job: Job, epochs_trained: int | None = None) -> int:
+def _precise_batch_norm(job: Job, epochs_trained: int | None = None, averaged: bool = False) -> int:
     """Averages the BN statistics over N training batches (--precise_bn); returns N used (0: off).
 
     Args:
       job: the run.
       epochs_trained: epochs trained so far (default: all of them, at the end of the run).
+      averaged: the model holds averaged weights, which no BN statistics describe yet
+        (with "auto" they are then always recomputed).
     """
     config = job.config
     if config.precise_bn == "off":
@@ -319,7 +329,9 @@ def _precise_batch_norm(job: Job, epochs_trained: int | None = None) -> int:
     if config.precise_bn == "auto":
         steps = config.steps_per_epoch or job.data.source.num_train // config.batch_size
         trained = (config.epochs if epochs_trained is None else epochs_trained) * steps  # never more batches
-        batches = batch_norm.auto_batches(job.model, trained, batches=min(100, trained))
+        batches = min(100, trained)
+        if not averaged:
+            batches = batch_norm.auto_batches(job.model, trained, batches=batches)
     else:
         batches = int(config.precise_bn)
     if not batches:

@@ -10,6 +10,12 @@ Distillation (opt-in, beyond the paper): with a `teacher` (the fp32 model FAQ st
 from) and `distill` = alpha > 0, each example's loss is (1 - alpha) x cross-entropy +
 alpha x `distillation_loss` between the teacher's and the student's logits.
 
+Weight averaging (opt-in, beyond the paper): with `ema_decay` = d > 0, every update
+also moves an exponential moving average of each trainable variable,
+a <- a - (1 - d)(a - w), so the run can end with the average of its last ~1 / (1 - d)
+updates' weights (`use_averaged_weights`), one more way of averaging out the gradient
+noise that quantization adds (section 3.3's theme).
+
 `jit_compile=True` compiles the forward and backward pass with XLA; the accumulation,
 the update and the metrics stay in the ordinary graph.
 
@@ -117,10 +123,11 @@ class Trainer:
       distill: alpha in [0, 1], the weight of the distillation loss (needs a teacher when > 0).
       distill_temperature: T of `distillation_loss`.
       jit_compile: compile the forward and backward pass with XLA.
+      ema_decay: d in [0, 1) of the weight average (0: no average).
 
     Raises:
       ValueError: if `global_batch_size` does not divide over the replicas, or a
-        distillation argument is out of range.
+        distillation or averaging argument is out of range.
     """
 
     def __init__(
@@ -136,8 +143,11 @@ class Trainer:
         distill: float = 0.0,
         distill_temperature: float = 1.0,
         jit_compile: bool = False,
+        ema_decay: float = 0.0,
     ):
         check_divisible(global_batch_size, strategy)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if not 0.0 <= distill <= 1.0:
             raise ValueError(f"distill must be in [0, 1], got {distill}")
         if distill and teacher is None:
@@ -166,6 +176,18 @@ class Trainer:
                 name=f"accum_{i}",
             )
             for i, v in enumerate(model.trainable_variables)
+        ]
+        self.ema_decay = float(ema_decay)
+        # Every replica applies the same update, so any replica's average is the average.
+        self.averages = [
+            tf.Variable(
+                v.read_value(),
+                trainable=False,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                name=f"average_{i}",
+            )
+            for i, v in enumerate(model.trainable_variables)
+            if self.ema_decay
         ]
         self.train_loss = keras.metrics.Mean("train_loss")
         self.train_top1 = keras.metrics.SparseCategoricalAccuracy("train_top1")
@@ -218,6 +240,8 @@ class Trainer:
         if self.weight_decay and self.decoupled:
             for v in variables:
                 v.assign_sub(lr * self.weight_decay * v)
+        for average, v in zip(self.averages, variables):
+            average.assign_sub((1.0 - self.ema_decay) * (average - v))
         self._reset()
 
     def _reset(self):
@@ -327,6 +351,20 @@ class Trainer:
             time.perf_counter() - t0,
             seen,
         )
+
+    def use_averaged_weights(self) -> None:
+        """Sets the model's trainable variables to their moving averages (needs `ema_decay` > 0).
+
+        Everything else (BN statistics, weight exponents) still describes the last weights:
+        recompute them for the averaged ones (`faq_tf.training.run.finish` does).
+
+        Raises:
+          ValueError: if the trainer keeps no averages.
+        """
+        if not self.averages:
+            raise ValueError("use_averaged_weights needs a Trainer built with ema_decay > 0")
+        for v, average in zip(self.model.trainable_variables, self.averages):
+            v.assign(average)
 
     def use_model(self, model: keras.Model) -> None:
         """Evaluates `model` from now on (the same network with its outputs quantized)."""
