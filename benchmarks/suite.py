@@ -25,6 +25,10 @@ runs are reused (faq-train resumes from its checkpoints), so an interrupted suit
 The w4a4 budget defaults to 5 epochs (the flagfile and `make demo` use 10, the paper 110).
 
 Usage: python -m benchmarks.suite [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 5]
+
+With --methods (a subset, e.g. control4,faq_w4a4) the suite trains only those and writes
+bench_subset.md/.json: each method's Keras top-1 against fp32 and against its fp32 control,
+then the step-time table (--step_rounds=0 skips it).
 """
 
 from __future__ import annotations
@@ -86,6 +90,61 @@ def _train(method: str, seed: int, out: str, epochs4: int | None, baseline: str,
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _baseline_top1() -> float:
+    """The fp32 baseline's test top-1, as baselines/fashion_mnist/README.md records it."""
+    with open(os.path.join(ROOT, "baselines", "fashion_mnist", "README.md")) as f:
+        return float(f.read().split("Test top-1: **")[1].split("%")[0])
+
+
+def _step_time(out: str, rounds: int) -> dict:
+    """benchmarks.step_time in its own process (interleaved fp32, FAQ and tfmot steps)."""
+    _log("step time, interleaved (benchmarks.step_time)")
+    step_json = os.path.join(out, "step_time.json")
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.step_time", f"--rounds={rounds}", f"--out={step_json}"],
+        check=True,
+        cwd=ROOT,
+    )
+    with open(step_json) as f:
+        return json.load(f)
+
+
+# Each FAQ or tfmot method's fp32 control: the same flagfile's epochs and schedule, unquantized.
+CONTROLS = {"faq_w8a8": "control8", "tfmot_int8": "control8", "faq_w4a4": "control4", "tfmot_w4a4": "control4"}
+
+
+def _subset_report(out: str, runs: dict, methods: list[str], seeds: list[int], args, t0: float) -> None:
+    """bench_subset.md/.json for --methods: Keras top-1 per method against fp32 and its control, and step time."""
+    fp32 = _baseline_top1()
+    rows = {}
+    for method in methods:
+        accs = [runs[method][s]["final"]["test_top1"] for s in seeds]
+        mean, sd = _mean_sd(accs)
+        rows[method] = {"label": METHODS[method][2], "mean": mean, "sd": sd, "per_seed": accs, "vs_fp32": mean - fp32}
+        rows[method]["epochs"] = runs[method][seeds[0]]["final"]["epoch"] + 1
+    for method, row in rows.items():
+        control = CONTROLS.get(method)
+        if control in rows:
+            row["vs_control"] = row["mean"] - rows[control]["mean"]
+    steps = _step_time(out, args.step_rounds) if args.step_rounds else None
+    lines = [
+        f"Fashion-MNIST small_resnet, fp32 baseline {fp32:.2f}, seeds {args.seeds}; "
+        f"{(time.perf_counter() - t0) / 60:.0f} min on this machine.",
+        "",
+        "| method | epochs | Keras top-1 (mean ± sd) | per seed | vs fp32 | vs its fp32 control |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows.values():
+        control = f"{row['vs_control']:+.2f}" if "vs_control" in row else "-"
+        per_seed = " / ".join(f"{a:.2f}" for a in row["per_seed"])
+        lines.append(
+            f"| {row['label']} | {row['epochs']} | {row['mean']:.2f} ± {row['sd']:.2f} | {per_seed} "
+            f"| {row['vs_fp32']:+.2f} | {control} |"
+        )
+    md = "\n".join(lines) + "\n" + ("\n" + step_time.markdown(steps) if steps else "")
+    write_report(out, "bench_subset", {"fp32": fp32, "rows": rows, "step_time": steps, "seeds": seeds}, md)
 
 
 def _deploy(out: str, runs: dict, seeds: list[int], baseline: str, latency_rounds: int) -> dict:
@@ -203,7 +262,7 @@ def main() -> None:
     parser.add_argument("--w4a4_epochs", type=int, default=5, help="w4a4 budget (w4a4.flags has 10; 0 = its value).")
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--latency_rounds", type=int, default=20)
-    parser.add_argument("--step_rounds", type=int, default=12)
+    parser.add_argument("--step_rounds", type=int, default=12, help="benchmarks.step_time rounds (0: skip, subsets).")
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
@@ -223,23 +282,13 @@ def main() -> None:
     for seed in seeds:  # seed-major, so a partial suite already covers every method
         for method in methods:
             runs[method][seed] = _train(method, seed, out, args.w4a4_epochs, args.baseline, args.train_flags.split())
-    if set(methods) != set(METHODS):  # the tables and plots compare every method
+    if set(methods) != set(METHODS):  # the full tables and plots compare every method
+        _subset_report(out, runs, methods, seeds, args, t0)
         _log(f"trained {', '.join(methods)}; a later run of all methods into the same --out reuses them")
         return
     deploy = _deploy(out, runs, seeds, args.baseline, args.latency_rounds)
-
-    _log("step time, interleaved (benchmarks.step_time)")
-    step_json = os.path.join(out, "step_time.json")
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks.step_time", f"--rounds={args.step_rounds}", f"--out={step_json}"],
-        check=True,
-        cwd=ROOT,
-    )
-    with open(step_json) as f:
-        steps = json.load(f)
-
-    with open(os.path.join(ROOT, "baselines", "fashion_mnist", "README.md")) as f:
-        fp32_top1 = float(f.read().split("Test top-1: **")[1].split("%")[0])
+    steps = _step_time(out, args.step_rounds)
+    fp32_top1 = _baseline_top1()
     table = {"fp32": {"label": "fp32 baseline", "mean": fp32_top1, "sd": 0.0, "n": 1}}
     for method in METHODS:
         accs = [runs[method][s]["final"]["test_top1"] for s in seeds]

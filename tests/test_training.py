@@ -455,6 +455,26 @@ def test_step_time_benchmark_reports_time_and_memory_per_variant(tmp_path):
     assert "| w4a4+xla |" in table and result["memory_measure"] in table
 
 
+def test_suite_subset_reports_each_method_against_fp32_and_its_control(tmp_path):
+    """make bench --methods: the 3-seed table of a subset, from faq-train's final metrics."""
+    import argparse
+
+    from benchmarks import suite
+
+    finals = {"control4": [92.7, 92.8, 92.9], "faq_w4a4": [92.0, 92.2, 92.4]}
+    runs = {m: {s: {"final": {"test_top1": a, "epoch": 9}} for s, a in enumerate(accs)} for m, accs in finals.items()}
+    args = argparse.Namespace(seeds="0,1,2", step_rounds=0)
+    suite._subset_report(str(tmp_path), runs, list(finals), [0, 1, 2], args, time.perf_counter())
+    report = json.loads((tmp_path / "bench_subset.json").read_text())
+    fp32 = suite._baseline_top1()
+    w4a4 = report["rows"]["faq_w4a4"]
+    assert w4a4["mean"] == pytest.approx(92.2) and w4a4["sd"] == pytest.approx(0.2) and w4a4["epochs"] == 10
+    assert w4a4["vs_fp32"] == pytest.approx(92.2 - fp32) and w4a4["vs_control"] == pytest.approx(-0.6)
+    assert "vs_control" not in report["rows"]["control4"] and report["step_time"] is None
+    table = (tmp_path / "bench_subset.md").read_text()
+    assert "| FAQ w4a4 | 10 | 92.20 ± 0.20 | 92.00 / 92.20 / 92.40 |" in table and "-0.60 |" in table
+
+
 def test_precise_bn_each_epoch_sets_exact_statistics_before_each_evaluation(tmp_path):
     cfg = _config(tmp_path, precision="fp32", pretrained="none", epochs=2, precise_bn_each_epoch=True)
     final = run(cfg)
