@@ -112,7 +112,7 @@ def test_weight_average_follows_its_recursion(replicas):
         Trainer(model, opt, strategy, 16).use_averaged_weights()
 
 
-def test_averaged_run_ends_with_the_average_exact_bn_statistics_and_resumes(tmp_path):
+def test_averaged_run_ends_with_the_average_exact_bn_statistics_and_resumes(tmp_path, caplog):
     """faq-train --ema_decay: the saved model holds the checkpointed averages; a resumed run ends alike."""
     cfg = _config(tmp_path, precision="w4a4", epochs=2, ema_decay=0.9, lr_schedule="constant", lr_final=None)
     final = run(cfg)
@@ -132,6 +132,13 @@ def test_averaged_run_ends_with_the_average_exact_bn_statistics_and_resumes(tmp_
     run(resumed)
     for a, b in zip(_final_weights(resumed.model_dir), _final_weights(cfg.model_dir)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # A run begun without averages and resumed with them: they start from the restored weights.
+    late = dataclass_replace(cfg, model_dir=str(tmp_path / "late"))
+    run(dataclass_replace(late, epochs=1, ema_decay=0.0))
+    os.remove(os.path.join(late.model_dir, "model.h5"))
+    with caplog.at_level("WARNING"):
+        assert run(late)["ema_decay"] == 0.9
+    assert any("holds no weight averages" in r.getMessage() for r in caplog.records)
 
 
 def test_distillation_loss_is_temperature_scaled_kl():

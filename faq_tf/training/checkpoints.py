@@ -42,6 +42,14 @@ def restore_latest_good(checkpoint: tf.train.Checkpoint, manager: tf.train.Check
     return None
 
 
+def _holds_averages(path: str) -> bool:
+    """Whether the checkpoint at `path` has weight averages (an unreadable one: assume so, and let restore say)."""
+    try:
+        return any(name.startswith("averages/") for name, _ in tf.train.list_variables(path))
+    except Exception:  # noqa: BLE001 - a damaged file is reported by restore_latest_good
+        return True
+
+
 class RunState:
     """The checkpointed state of a run: model, optimizer, epoch and position in the epoch.
 
@@ -69,10 +77,11 @@ class RunState:
         self.optimizer = optimizer
         self.epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.position_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="update_in_epoch")
-        extra = {"averages": list(averages)} if averages else {}
-        self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, epoch=self.epoch_variable, position=self.position_variable, **extra
-        )
+        state = dict(model=model, optimizer=optimizer, epoch=self.epoch_variable, position=self.position_variable)
+        self.averages = list(averages)
+        self._weights = model.trainable_variables  # what the averages average, in their order
+        self._without_averages = tf.train.Checkpoint(**state)
+        self.checkpoint = tf.train.Checkpoint(**state, averages=self.averages) if averages else self._without_averages
         self.every_steps = every_steps
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
@@ -102,8 +111,23 @@ class RunState:
         return self.manager.latest_checkpoint
 
     def restore(self) -> str | None:
-        """Restores the newest intact checkpoint; returns its path, or None for a fresh start."""
-        restored = restore_latest_good(self.checkpoint, self._read_manager)
+        """Restores the newest intact checkpoint; returns its path, or None for a fresh start.
+
+        A run resumed with --ema_decay from checkpoints written without it starts its
+        averages from the restored weights (with a warning) instead of refusing them.
+        """
+        latest = self._read_manager.latest_checkpoint
+        checkpoint = self.checkpoint
+        if self.averages and latest and not _holds_averages(latest):
+            checkpoint = self._without_averages
+        restored = restore_latest_good(checkpoint, self._read_manager)
+        if restored and checkpoint is not self.checkpoint:
+            for average, weight in zip(self.averages, self._weights):
+                average.assign(weight)
+            logging.warning(
+                "%s holds no weight averages (the run started without --ema_decay): they start from its weights.",
+                restored,
+            )
         if restored:
             logging.info("Resuming from %s (epoch %d, update %d)", restored, self.epoch, self.position)
         return restored
