@@ -23,6 +23,7 @@ Writes --out/bench.json, bench.md, accuracy_vs_bits.png, w4a4_learning_curve.png
 runs are reused (faq-train resumes from its checkpoints), so an interrupted suite continues.
 
 The w4a4 budget defaults to 5 epochs (the flagfile and `make demo` use 10, the paper 110).
+The three w4a4 methods share w4a4.flags, its weight averaging (--ema_decay) included.
 
 Usage: python -m benchmarks.suite [--out runs/bench] [--seeds 0,1,2] [--w4a4_epochs 5]
 
@@ -287,7 +288,7 @@ def main() -> None:
         _log(f"trained {', '.join(methods)}; a later run of all methods into the same --out reuses them")
         return
     deploy = _deploy(out, runs, seeds, args.baseline, args.latency_rounds)
-    steps = _step_time(out, args.step_rounds)
+    steps = _step_time(out, args.step_rounds) if args.step_rounds else None
     fp32_top1 = _baseline_top1()
     table = {"fp32": {"label": "fp32 baseline", "mean": fp32_top1, "sd": 0.0, "n": 1}}
     for method in METHODS:
@@ -328,7 +329,7 @@ def main() -> None:
     lines += ["", "| .tflite | size vs fp32 | latency vs fp32 (batch 1, 1 thread) |", "|---|---|---|"]
     for name, r in deploy["inference"].items():
         lines.append(f"| {name} | {r['size_vs_fp32']:.3f}x | {r['latency_vs_fp32']:.3f}x |")
-    md = "\n".join(lines) + "\n\n" + step_time.markdown(steps)
+    md = "\n".join(lines) + "\n" + ("\n" + step_time.markdown(steps) if steps else "")
     result = {"table": table, "deploy": deploy, "step_time": steps, "plots": plots, "seeds": seeds}
     write_report(out, "bench", result, md)
     _log(f"wrote {out}/bench.md, bench.json and {', '.join(os.path.basename(p) for p in plots)}")

@@ -155,6 +155,7 @@ def test_study_runs_variants_and_tabulates(tmp_path):
         parse_variant("x=epochs=3")
     grown = parse_variant("grow=--batch_schedule=128@0,256@4,--lr_boundaries=3,6,9,--seed=1")
     assert grown.flags == ("--batch_schedule=128@0,256@4", "--lr_boundaries=3,6,9", "--seed=1")
+    assert parse_variant("x=--a=1,,--b=2,").flags == ("--a=1", "--b=2")  # stray commas dropped
 
 
 def test_confusion_matrix_and_per_class_top1_by_hand(tmp_path):

@@ -56,7 +56,7 @@ def parse_variant(text: str) -> Variant:
     name, _, flags = text.partition("=")
     if not name.strip():
         raise ValueError(f"variant {text!r}: expected NAME=--flag=value[,--flag=value]")
-    parts = tuple(f for f in re.split(r",(?=--)", flags) if f) if flags else ()
+    parts = tuple(f.strip(",") for f in re.split(r",(?=--)", flags) if f.strip(",")) if flags else ()
     for f in parts:
         if not f.startswith("--"):
             raise ValueError(f"variant {name!r}: {f!r} is not a flag (flags start with --)")

@@ -8,7 +8,7 @@ stopped (the data order is a function of the seed, the epoch and the position).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from absl import logging
 
@@ -17,11 +17,17 @@ from faq_tf.compat import keras, tf
 __all__ = ["RunState", "restore_latest_good"]
 
 
-def restore_latest_good(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
+def restore_latest_good(
+    checkpoint: tf.train.Checkpoint | Callable[[str], tf.train.Checkpoint], manager: tf.train.CheckpointManager
+) -> str | None:
     """Restores the newest readable checkpoint of `manager`, skipping damaged ones.
 
     A truncated or corrupted checkpoint is reported by name and the previous one is
     tried. If checkpoints exist but none can be read, the run says so and starts fresh.
+
+    Args:
+      checkpoint: what to restore into, or a function giving it for each checkpoint path.
+      manager: the checkpoints to try, newest first.
 
     Returns:
       The restored checkpoint path, or None when starting from scratch.
@@ -29,7 +35,8 @@ def restore_latest_good(checkpoint: tf.train.Checkpoint, manager: tf.train.Check
     candidates = list(reversed(manager.checkpoints))
     for path in candidates:
         try:
-            checkpoint.restore(path).assert_existing_objects_matched()
+            target = checkpoint(path) if callable(checkpoint) else checkpoint
+            target.restore(path).assert_existing_objects_matched()
             return path
         except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
             logging.error("Checkpoint %s is unreadable (%s); trying the previous one.", path, str(e).splitlines()[0])
@@ -81,7 +88,9 @@ class RunState:
         self.averages = list(averages)
         self._weights = model.trainable_variables  # what the averages average, in their order
         self._without_averages = tf.train.Checkpoint(**state)
-        self.checkpoint = tf.train.Checkpoint(**state, averages=self.averages) if averages else self._without_averages
+        self.checkpoint = (
+            tf.train.Checkpoint(**state, averages=self.averages) if self.averages else self._without_averages
+        )
         self.every_steps = every_steps
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
@@ -116,12 +125,12 @@ class RunState:
         A run resumed with --ema_decay from checkpoints written without it starts its
         averages from the restored weights (with a warning) instead of refusing them.
         """
-        latest = self._read_manager.latest_checkpoint
-        checkpoint = self.checkpoint
-        if self.averages and latest and not _holds_averages(latest):
-            checkpoint = self._without_averages
-        restored = restore_latest_good(checkpoint, self._read_manager)
-        if restored and checkpoint is not self.checkpoint:
+
+        def checkpoint_for(path: str) -> tf.train.Checkpoint:
+            return self.checkpoint if not self.averages or _holds_averages(path) else self._without_averages
+
+        restored = restore_latest_good(checkpoint_for, self._read_manager)
+        if restored and checkpoint_for(restored) is not self.checkpoint:
             for average, weight in zip(self.averages, self._weights):
                 average.assign(weight)
             logging.warning(

@@ -176,7 +176,8 @@ class TrainConfig:
         0.0,
         "End the run with an exponential moving average of the weights, updated after every weight update "
         "with this decay (e.g. 0.999; 0 = the paper's last weights). The averaged model gets exact BatchNorm "
-        "statistics (--precise_bn) and its own weight exponents.",
+        "statistics (--precise_bn) and its own weight exponents. The average starts at the starting weights: "
+        "use runs of many times 1/(1 - decay) updates.",
         _fraction,
     )
     jit_compile: bool = _option(False, "Compile the forward and backward pass with XLA.")

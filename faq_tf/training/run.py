@@ -300,7 +300,7 @@ def finish(job: Job) -> dict:
             len(snapped.layers),
             len(snapped.rewritten),
         )
-    if precise or snapped.changed or not any("test_top1" in h for h in history[-1:]):
+    if averaged or precise or snapped.changed or not any("test_top1" in h for h in history[-1:]):
         final = {**final, **trainer.evaluate(job.test, config.eval_steps)}
     model, final = _quantize_wide_outputs(job, final)
     final = {**final, "per_class_test_top1": _per_class(job, model)}

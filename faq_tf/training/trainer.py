@@ -12,9 +12,10 @@ alpha x `distillation_loss` between the teacher's and the student's logits.
 
 Weight averaging (opt-in, beyond the paper): with `ema_decay` = d > 0, every update
 also moves an exponential moving average of each trainable variable,
-a <- a - (1 - d)(a - w), so the run can end with the average of its last ~1 / (1 - d)
-updates' weights (`use_averaged_weights`), one more way of averaging out the gradient
-noise that quantization adds (section 3.3's theme).
+a <- a - (1 - d)(a - w), so the run can end with an average weighted towards its last
+~1 / (1 - d) updates' weights (`use_averaged_weights`), one more way of averaging out the
+gradient noise that quantization adds (section 3.3's theme). The average starts at the
+starting weights, which keep a weight of d^T after T updates: give it T >> 1 / (1 - d).
 
 `jit_compile=True` compiles the forward and backward pass with XLA; the accumulation,
 the update and the metrics stay in the ordinary graph.
@@ -336,7 +337,7 @@ class Trainer:
                 after_update(u, finite)
             log = (u + 1) % max(1, updates // 10) == 0 or u + 1 == updates
             if bar is None and not log:
-                continue  # reading the metrics waits for the device: only when they are shown
+                continue  # the metrics are read (two more ops and syncs) only when they are shown
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             loss, top1 = float(self.train_loss.result()), float(self.train_top1.result())
             if bar is not None:
