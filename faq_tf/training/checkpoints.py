@@ -1,8 +1,9 @@
 """Checkpoints of a run: what is saved, where, and restoring the newest one that is intact.
 
 A checkpoint holds the model (weights, BN statistics, every quantizer's l), the optimizer,
-the weight averages (with --ema_decay), the epoch and the number of updates done in it, so a killed run resumes exactly where it
-stopped (the data order is a function of the seed, the epoch and the position).
+the weight averages (with --ema_decay), the epoch and the number of updates done in it, so
+a killed run resumes exactly where it stopped (the data order is a function of the seed,
+the epoch and the position).
 """
 
 from __future__ import annotations
