@@ -10,6 +10,11 @@ P% of the batch's values are <= v. It is computed inside the graph with `top_k`,
 so no activation tensor is ever copied out of TensorFlow.
 
 A tensor is signed when any calibration value is negative (ReLU outputs never are).
+
+Beyond the paper, `mse_exponents` picks each tensor's l instead as the power-of-two step
+whose grid has the smallest squared error on the same batches (`--calibration_method=mse`):
+among the percentile's l and its neighbours, the one that best trades clipping against
+rounding for that tensor's distribution.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from faq_tf.compat import keras, tf
-from faq_tf.quantizers import exponent_for_range
+from faq_tf.quantizers import MIN_EXPONENT, exponent_for_range
 
 __all__ = [
+    "CALIBRATION_METHODS",
     "DEFAULT_BATCHES",
     "DEFAULT_PERCENTILE_8BIT",
     "DEFAULT_PERCENTILE_LOW_BIT",
@@ -34,12 +40,18 @@ __all__ = [
     "percentile_nearest_rank",
     "check_percentile",
     "collect_ranges",
+    "mse_exponents",
+    "first_batches",
     "as_batches",
 ]
 
 DEFAULT_BATCHES = 5
 DEFAULT_PERCENTILE_8BIT = 99.99
 DEFAULT_PERCENTILE_LOW_BIT = 99.9
+# How each activation tensor's exponent is chosen: the paper's percentile, or the least squared error.
+CALIBRATION_METHODS = ("percentile", "mse")
+# The exponents `mse_exponents` tries, relative to the percentile's: from 4x finer to 2x coarser.
+MSE_SPAN = (-2, -1, 0, 1)
 
 
 class CalibrationError(ValueError):
@@ -171,15 +183,9 @@ def collect_ranges(
     Raises:
       CalibrationError: for empty data, NaN/Inf values or inputs of the wrong shape.
     """
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}")
-    if len(model.inputs) != 1:
-        raise CalibrationError(f"calibration supports single-input models; '{model.name}' has {len(model.inputs)}")
     names = list(tensors)
     percentiles = [check_percentile(tensors[n]) for n in names]
-    taps = [model.get_layer(n).output for n in names]
-    tap_model = keras.Model(model.inputs, taps)
-    expected = tuple(model.inputs[0].shape[1:])
+    tap_model = _tap_model(model, names)
 
     @tf.function(reduce_retracing=True)
     def measure(x):
@@ -192,6 +198,35 @@ def collect_ranges(
 
     y_max = np.zeros(len(names))
     minimum = np.full(len(names), np.inf)
+    for i, x in _checked_batches(model, data, num_batches, batch_size):
+        ymax, mins, finite = measure(x)
+        if not bool(finite):
+            raise CalibrationError(
+                f"calibration batch {i} produced NaN or Inf activations in '{model.name}': "
+                "check the model's weights and the input preprocessing."
+            )
+        y_max = np.maximum(y_max, [float(v) for v in ymax])
+        minimum = np.minimum(minimum, [float(v) for v in mins])
+    return {
+        n: TensorRange(float(y), float(m) if math.isfinite(m) else 0.0, p)
+        for n, y, m, p in zip(names, y_max, minimum, percentiles)
+    }
+
+
+def _tap_model(model: keras.Model, names: list[str]) -> keras.Model:
+    """A model with the outputs of the named layers of a single-input `model`."""
+    if len(model.inputs) != 1:
+        raise CalibrationError(f"calibration supports single-input models; '{model.name}' has {len(model.inputs)}")
+    return keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+
+
+def _checked_batches(
+    model: keras.Model, data: Any, num_batches: int, batch_size: int
+) -> Iterable[tuple[int, tf.Tensor]]:
+    """Yields (index, batch) for the first `num_batches` non-empty batches, checked for shape and NaN."""
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}")
+    expected = tuple(model.inputs[0].shape[1:])
     seen = 0
     for i, batch in enumerate(as_batches(data, batch_size)):
         if seen >= num_batches:
@@ -208,21 +243,88 @@ def collect_ranges(
         x = tf.cast(batch, model.inputs[0].dtype)
         if not bool(tf.reduce_all(tf.math.is_finite(x))):
             raise CalibrationError(f"calibration batch {i} contains NaN or Inf values.")
-        ymax, mins, finite = measure(x)
-        if not bool(finite):
-            raise CalibrationError(
-                f"calibration batch {i} produced NaN or Inf activations in '{model.name}': "
-                "check the model's weights and the input preprocessing."
-            )
-        y_max = np.maximum(y_max, [float(v) for v in ymax])
-        minimum = np.minimum(minimum, [float(v) for v in mins])
         seen += 1
+        yield i, x
     if seen == 0:
         raise CalibrationError(
             "calibration_data is empty: pass a tf.data.Dataset, an array or an iterable "
             "of input batches from the training set."
         )
-    return {
-        n: TensorRange(float(y), float(m) if math.isfinite(m) else 0.0, p)
-        for n, y, m, p in zip(names, y_max, minimum, percentiles)
-    }
+
+
+def first_batches(data: Any, num_batches: int = DEFAULT_BATCHES, batch_size: int = 32) -> list:
+    """The first `num_batches` non-empty input batches of `data` (see `as_batches`), as a list.
+
+    For calibrating twice on the same batches: a generator is used up by one pass, and a
+    shuffled Dataset yields other batches the next time.
+    """
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}")
+    batches = []
+    for batch in as_batches(data, batch_size):
+        if len(batches) >= num_batches:
+            break
+        if batch.shape[0] != 0:
+            batches.append(batch)
+    return batches
+
+
+def mse_exponents(
+    model: keras.Model,
+    grids: Mapping[str, tuple[int, int, int]],
+    data: Any,
+    num_batches: int = DEFAULT_BATCHES,
+    batch_size: int = 32,
+    span: tuple[int, ...] = MSE_SPAN,
+) -> dict[str, int]:
+    """Picks each tensor's exponent l as the one whose grid has the least squared error.
+
+    For every named layer output y and every candidate l = start + d (d in `span`), the
+    error is the sum over the calibration batches of (2^l * clip(round(y / 2^l), q_min,
+    q_max) - y)^2, on the levels the tensor is stored with. A coarser l clips less and rounds
+    more. Of equal errors the larger l wins.
+
+    Args:
+      model: the single-input model `collect_ranges` measured (the same batches belong here).
+      grids: maps a layer name to (q_min, q_max, start): the stored levels and the exponent
+        to search around (the percentile's, `TensorRange.exponent`).
+      data: calibration batches (see `as_batches`).
+      num_batches: N, how many batches to use.
+      batch_size: rows per batch when `data` is a single array.
+      span: the offsets d tried (l is kept at MIN_EXPONENT or above).
+
+    Returns:
+      The chosen l per layer name.
+
+    Raises:
+      CalibrationError: for empty data, NaN/Inf inputs or inputs of the wrong shape.
+    """
+    names = list(grids)
+    if not names:
+        return {}
+    tap_model = _tap_model(model, names)
+    candidates = {n: [max(grids[n][2] + d, MIN_EXPONENT) for d in span] for n in names}
+    levels = [(float(grids[n][0]), float(grids[n][1])) for n in names]
+    steps = [tf.constant(np.exp2(candidates[n]), tf.float32) for n in names]
+
+    @tf.function(reduce_retracing=True)
+    def errors(x):
+        outs = tap_model(x, training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        result = []
+        for y, (q_min, q_max), step in zip(outs, levels, steps):
+            y = tf.reshape(tf.cast(y, tf.float32), [1, -1])
+            s = step[:, None]
+            q = tf.clip_by_value(tf.math.floor(y / s + 0.5), q_min, q_max) * s  # HALF_UP, as training
+            result.append(tf.reduce_sum(tf.cast(q - y, tf.float64) ** 2, axis=1))
+        return result
+
+    total = np.zeros((len(names), len(span)))
+    for _, x in _checked_batches(model, data, num_batches, batch_size):
+        total += np.stack([e.numpy() for e in errors(x)])
+    chosen = {}
+    for n, row in zip(names, total):
+        ls = candidates[n]
+        best = max(range(len(ls)), key=lambda k: (-row[k], ls[k]))  # least error, then the larger l
+        chosen[n] = int(ls[best])
+    return chosen

@@ -70,6 +70,7 @@ def quantize_model(
     calibration_batches: int = calibration.DEFAULT_BATCHES,
     percentile_8bit: float = calibration.DEFAULT_PERCENTILE_8BIT,
     percentile_low_bit: float = calibration.DEFAULT_PERCENTILE_LOW_BIT,
+    method_low_bit: str = "percentile",
     batch_size: int = 32,
     layer_overrides: Mapping[str, Any] | None = None,
     weight_clip_sigmas: float | None = None,
@@ -90,6 +91,9 @@ def quantize_model(
       calibration_batches: N, the number of batches (paper: 5).
       percentile_8bit: P for tensors of 8 bits and more (paper: 99.99).
       percentile_low_bit: P for tensors below 8 bits (paper: 99.9).
+      method_low_bit: how tensors below 8 bits get their l: "percentile" (the paper) or
+        "mse", the power-of-two grid with the least squared error on the calibration
+        batches, searched around the percentile's (`calibration.mse_exponents`).
       batch_size: rows per calibration batch when `calibration_data` is an array.
       layer_overrides: layer name or regex -> "skip", "w8", "a4", "w4a8" or a dict.
       weight_clip_sigmas: k for every weight quantizer; None uses the per-bit default.
@@ -111,6 +115,10 @@ def quantize_model(
     parsed = policy.parse_precision(precision)
     for p in (percentile_8bit, percentile_low_bit):
         calibration.check_percentile(p)
+    if method_low_bit not in calibration.CALIBRATION_METHODS:
+        raise ValueError(
+            f"method_low_bit must be one of {', '.join(calibration.CALIBRATION_METHODS)}, got {method_low_bit!r}"
+        )
     if calibrate and parsed is not None and calibration_data is None:
         raise ValueError(
             "calibration_data is required to calibrate activation ranges (section 3.2): pass "
@@ -129,6 +137,8 @@ def quantize_model(
     quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role is not Role.FIXED}
 
     if calibrate:
+        if method_low_bit == "mse":  # two passes over the same batches
+            calibration_data = calibration.first_batches(calibration_data, calibration_batches, batch_size)
         wanted = {
             n: calibration.default_percentile(p.activation_bits, percentile_8bit, percentile_low_bit)
             for n, p in quantized.items()
@@ -137,6 +147,16 @@ def quantize_model(
         for n, p in quantized.items():
             p.signed = ranges[n].signed and p.role is not Role.RELU
             p.exponent = ranges[n].exponent(p.activation_bits, p.signed)
+        if method_low_bit == "mse":
+            grids = {
+                n: (*ActivationQuantizer(p.activation_bits, p.signed).levels(), p.exponent)
+                for n, p in quantized.items()
+                if p.activation_bits < 8
+            }
+            chosen = calibration.mse_exponents(canonical, grids, calibration_data, calibration_batches, batch_size)
+            for n, exponent in chosen.items():
+                quantized[n].exponent = exponent
+        for p in quantized.values():
             if scaling is not None and p.role is Role.INPUT and not p.signed:
                 # Pixels: at least [0, 255] with step 1, so every uint8 pixel is stored as is.
                 p.exponent = max(p.exponent, exponent_for_range(_PIXEL_MAX, p.activation_bits, False))

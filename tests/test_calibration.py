@@ -82,3 +82,45 @@ def test_bad_percentile(p):
 def test_bad_batch_count():
     with pytest.raises(ValueError, match="num_batches"):
         calibration.collect_ranges(_tap_model(), {"relu": 99.0}, np.ones((1, 10000)), num_batches=0)
+
+
+def _squared_error(y, step, q_min, q_max):
+    q = np.clip(np.floor(y / step + 0.5), q_min, q_max) * step
+    return float(np.sum((q.astype(np.float64) - y) ** 2))
+
+
+def test_mse_picks_the_grid_with_the_least_squared_error_over_all_batches():
+    rng = np.random.RandomState(0)
+    # Values up to 1.05: the 99.9th percentile rounds up to 2, so 16 levels span 1.875 with
+    # step 1/8; step 1/16 clips the top 11% by little and rounds the rest twice as finely.
+    batches = [rng.uniform(0.0, 1.05, size=(1, 10000)).astype(np.float32) for _ in range(3)]
+    ranges = calibration.collect_ranges(_tap_model(), {"relu": 99.9, "neg": 99.9}, batches, num_batches=3)
+    start_u, start_s = ranges["relu"].exponent(4), ranges["neg"].exponent(4, signed=True)
+    grids = {"relu": (0, 15, start_u), "neg": (-7, 7, start_s)}
+    chosen = calibration.mse_exponents(_tap_model(), grids, batches, num_batches=3)
+    for name, sign, (q_min, q_max, start) in [("relu", 1.0, grids["relu"]), ("neg", -1.0, grids["neg"])]:
+        errors = {
+            start + d: sum(_squared_error(sign * b, 2.0 ** (start + d), q_min, q_max) for b in batches)
+            for d in calibration.MSE_SPAN
+        }
+        assert chosen[name] == min(errors, key=errors.get)
+        if name == "relu":  # here the percentile's grid is not the best: a finer one clips the tail
+            assert chosen[name] < start and errors[chosen[name]] < errors[start]
+
+
+def test_mse_prefers_the_coarser_grid_on_equal_error_and_uses_only_n_batches():
+    zero = np.zeros((1, 10000), np.float32)
+    chosen = calibration.mse_exponents(_tap_model(), {"relu": (0, 15, -4)}, [zero, zero + 1e6], num_batches=1)
+    assert chosen["relu"] == -4 + max(calibration.MSE_SPAN)  # all-zero batch: every grid is exact
+
+
+def test_first_batches_reads_a_generator_once_and_skips_empty_batches():
+    def gen():
+        yield np.zeros((0, 3), np.float32)
+        for i in range(10):
+            yield np.full((2, 3), i, np.float32)
+
+    batches = calibration.first_batches(gen(), 3)
+    assert [float(b[0, 0]) for b in batches] == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="num_batches"):
+        calibration.first_batches(gen(), 0)

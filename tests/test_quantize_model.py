@@ -91,6 +91,33 @@ def test_calibrated_exponents(model, images):
     assert by[("res_conv", "kernel")].exponent == int(weight_exponent(w, 8, 5.0))
 
 
+def test_mse_calibration_of_low_bit_tensors(model, images):
+    """method_low_bit="mse" sets each 4-bit tensor's l to mse_exponents' choice, keeps the 8-bit
+    ones, and reads a one-shot generator once for both passes."""
+    del model  # one without pools or concats, whose exponents the runtime's shared scales would change
+    x = keras.Input((16, 16, 1))
+    # Pixels in [0, 1) times 1.05: the 99.9th percentile rounds up to 2, and a finer grid fits better.
+    scale = keras.initializers.Constant(1.05)
+    y = keras.layers.ReLU(name="scaled_relu")(keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer=scale)(x))
+    for _ in range(2):
+        y = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3)(y)))
+    model = keras.Model(x, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(y)))
+    batches = [images[i : i + 16, ..., :1] for i in range(0, 64, 16)]
+    percentile = faq_tf.quantize_model(model, "w4a4", batches, verbose=False)
+    mse = faq_tf.quantize_model(model, "w4a4", (b for b in batches), method_low_bit="mse", verbose=False)
+    before = {(t.layer, t.tensor): t for t in introspect.quantized_tensors(percentile) if t.tensor == "output"}
+    after = {(t.layer, t.tensor): t for t in introspect.quantized_tensors(mse) if t.tensor == "output"}
+    canonical = graph.canonicalize(model)
+    low = {k: t for k, t in before.items() if t.bits < 8}
+    grids = {k[0]: (*t.quantizer.levels(), t.exponent) for k, t in low.items()}
+    expected = faq_tf.calibration.mse_exponents(canonical, grids, batches, num_batches=5)
+    assert low and {k: after[k].exponent for k in low} == {k: expected[k[0]] for k in low}
+    assert (before[("scaled_relu", "output")].exponent, after[("scaled_relu", "output")].exponent) == (-3, -4)
+    assert all(after[k].exponent == t.exponent for k, t in before.items() if t.bits >= 8)
+    with pytest.raises(ValueError, match="method_low_bit must be one of percentile, mse, got 'kl'"):
+        faq_tf.quantize_model(model, "w4a4", batches, method_low_bit="kl", verbose=False)
+
+
 def test_uncalibrated_control_mode(model):
     qat = faq_tf.quantize_model(model, "w4a4", calibrate=False, verbose=False)
     by = {(t.layer, t.tensor): t for t in introspect.quantized_tensors(qat)}

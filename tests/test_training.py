@@ -337,6 +337,8 @@ def dataclass_replace(cfg, **kw):
         ({"distill": 0.5}, "distill=0.5 needs trained fp32 weights"),
         ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\), got 1.0"),
         ({"ema_decay": 0.99, "precise_bn": "off"}, "ema_decay=0.99 ends the run with averaged weights"),
+        ({"calibration_method_low_bit": "kl"}, r"calibration_method_low_bit must be one of \('percentile', 'mse'\)"),
+        ({"calibration_method_low_bit": "mse", "calibrate": False}, "drop --calibrate=false"),
     ],
 )
 def test_bad_configs(tmp_path, kw, match):

@@ -23,7 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from faq_tf.baselines import TFMOT_BASELINES, is_tfmot_baseline
-from faq_tf.calibration import DEFAULT_BATCHES, DEFAULT_PERCENTILE_8BIT, DEFAULT_PERCENTILE_LOW_BIT, check_percentile
+from faq_tf.calibration import (
+    CALIBRATION_METHODS,
+    DEFAULT_BATCHES,
+    DEFAULT_PERCENTILE_8BIT,
+    DEFAULT_PERCENTILE_LOW_BIT,
+    check_percentile,
+)
 from faq_tf.policy import parse_override, parse_precision
 from faq_tf.training.schedules import LR_KINDS, BatchSchedule, LearningRateSchedule
 
@@ -145,6 +151,13 @@ class TrainConfig:
     calibration_batches: int = _option(DEFAULT_BATCHES, "Batches of training data for calibration.", _positive)
     calibration_percentile: float = _option(DEFAULT_PERCENTILE_8BIT, "Percentile for 8-bit tensors.", _percentile)
     calibration_percentile_low_bit: float = _option(DEFAULT_PERCENTILE_LOW_BIT, "Percentile below 8 bits.", _percentile)
+    calibration_method_low_bit: str = _option(
+        "percentile",
+        "How tensors below 8 bits get their exponent: percentile (the paper's) or mse (beyond the paper: "
+        "the power-of-two grid with the least squared error on the calibration batches, searched around "
+        "the percentile's).",
+        choices=CALIBRATION_METHODS,
+    )
     # schedule
     epochs: int = _option(
         1,
@@ -218,6 +231,12 @@ class TrainConfig:
             raise ValueError(
                 "diagnostics=grad_noise measures the noise faq_tf's weight quantizers add; use a faq_tf "
                 f"precision such as w8a8 or w4a4, not {self.precision!r}."
+            )
+        if self.calibration_method_low_bit != "percentile" and not self.calibrate:
+            raise ValueError(
+                f"calibration_method_low_bit={self.calibration_method_low_bit} chooses calibrated exponents, "
+                "but calibrate=False skips calibration; drop --calibrate=false or use "
+                "--calibration_method_low_bit=percentile."
             )
         if self.distill and (self.precision == "fp32" or is_tfmot_baseline(self.precision)):
             raise ValueError(

@@ -203,6 +203,7 @@ def _quantize(model: keras.Model, config: TrainConfig, data: RunData, verbose: b
         calibration_batches=config.calibration_batches,
         percentile_8bit=config.calibration_percentile,
         percentile_low_bit=config.calibration_percentile_low_bit,
+        method_low_bit=config.calibration_method_low_bit,
         layer_overrides=dict(config.layer_overrides) or None,
         verbose=verbose,
     )
