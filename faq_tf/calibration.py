@@ -11,10 +11,10 @@ so no activation tensor is ever copied out of TensorFlow.
 
 A tensor is signed when any calibration value is negative (ReLU outputs never are).
 
-Beyond the paper, `mse_exponents` picks each tensor's l instead as the power-of-two step
-whose grid has the smallest squared error on the same batches (`--calibration_method=mse`):
-among the percentile's l and its neighbours, the one that best trades clipping against
-rounding for that tensor's distribution.
+Beyond the paper, `mse_exponents` picks a tensor's l instead as the power-of-two step whose
+grid has the smallest squared error on the same batches (`--calibration_method_low_bit=mse`
+for the tensors below 8 bits): among the percentile's l and its neighbours, the one that
+best trades clipping against rounding for that tensor's distribution.
 """
 
 from __future__ import annotations
@@ -213,6 +213,11 @@ def collect_ranges(
     }
 
 
+def _check_num_batches(num_batches: Any) -> None:
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}")
+
+
 def _tap_model(model: keras.Model, names: list[str]) -> keras.Model:
     """A model with the outputs of the named layers of a single-input `model`."""
     if len(model.inputs) != 1:
@@ -224,8 +229,7 @@ def _checked_batches(
     model: keras.Model, data: Any, num_batches: int, batch_size: int
 ) -> Iterable[tuple[int, tf.Tensor]]:
     """Yields (index, batch) for the first `num_batches` non-empty batches, checked for shape and NaN."""
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}")
+    _check_num_batches(num_batches)
     expected = tuple(model.inputs[0].shape[1:])
     seen = 0
     for i, batch in enumerate(as_batches(data, batch_size)):
@@ -258,8 +262,7 @@ def first_batches(data: Any, num_batches: int = DEFAULT_BATCHES, batch_size: int
     For calibrating twice on the same batches: a generator is used up by one pass, and a
     shuffled Dataset yields other batches the next time.
     """
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}")
+    _check_num_batches(num_batches)
     batches = []
     for batch in as_batches(data, batch_size):
         if len(batches) >= num_batches:
