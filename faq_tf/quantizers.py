@@ -295,6 +295,35 @@ def _on_grid(x: tf.Tensor, bits: int, exponent: tf.Tensor | float) -> tf.Tensor:
     return tf.stop_gradient(q) + (clipped - tf.stop_gradient(clipped))  # exactly q; FakeQuant's gradient
 
 
+def _straight_through(x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, forward) -> tf.Tensor:
+    """forward(x, step), with FakeQuant's gradient dy * [q_lo * 2^l <= x <= q_hi * 2^l] from one kernel.
+
+    `forward` is the quantizer's own ops (values unchanged); `[q_lo, q_hi]` is the outermost
+    range they clip x to, in levels. TensorFlow's FakeQuantWithMinMaxVarsGradient also
+    reduces the gradients of min and max over the whole tensor, which a quantizer with a
+    fixed or stop-gradient range throws away: it costs about twice the one-pass mask below
+    (`python -m benchmarks.step_time`). The mask is computed on t = x * 2^-l against the
+    integer levels: scaling by a power of two is exact, so it selects the same elements
+    (tests/test_quantizers.py checks values and gradients against the convertible form).
+    With q_hi - q_lo = quant_max - quant_min the op's nudged range is [q_lo, q_hi] exactly.
+    """
+    num_bits = max(int(q_hi - q_lo).bit_length(), 2)
+    narrow = q_hi - q_lo == 2**num_bits - 2  # a symmetric signed range
+
+    @tf.custom_gradient
+    def quantize(x, step):
+        def grad(dy):
+            t = x * (1.0 / step)
+            mask_grad = tf.raw_ops.FakeQuantWithMinMaxArgsGradient(
+                gradients=dy, inputs=t, min=float(q_lo), max=float(q_hi), num_bits=num_bits, narrow_range=narrow
+            )
+            return mask_grad, None
+
+        return forward(x, step), grad
+
+    return quantize(x, step)
+
+
 def fake_quant(
     x: tf.Tensor,
     bits: int,
@@ -334,14 +363,17 @@ def fake_quant(
     if bits > MAX_BITS or constant:
         return _ste_round_clip(x, step, float(q_min), float(q_max))
     if per_channel:
-        if bits < 8 and not packing():
-            x = tf.clip_by_value(x, q_min * step, q_max * step)
-            q_min, q_max = integer_range(8, signed)
-            bits = 8
-        channels = x.shape[-1]
-        lo = tf.fill([channels], q_min * step)
-        hi = tf.fill([channels], q_max * step)
-        return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, lo, hi, num_bits=bits, narrow_range=signed)
+
+        def per_channel_op(v, step):
+            b, lo, hi = bits, q_min, q_max
+            if b < 8 and not packing():
+                v = tf.clip_by_value(v, lo * step, hi * step)
+                (lo, hi), b = integer_range(8, signed), 8
+            channels = v.shape[-1]
+            lo, hi = tf.fill([channels], lo * step), tf.fill([channels], hi * step)
+            return tf.quantization.fake_quant_with_min_max_vars_per_channel(v, lo, hi, num_bits=b, narrow_range=signed)
+
+        return _quantize(x, step, q_min, q_max, per_channel_op)
     if bits < 8 and weight and packing():
         # Symmetric b-bit values with scale 2^l exactly: the narrow range has 2^b - 1 levels.
         return tf.quantization.fake_quant_with_min_max_vars(
@@ -359,23 +391,42 @@ def fake_quant(
         # step 2^l and zero point 0, so it computes the same values and the same gradient
         # as the convertible form below (clip + 8-bit FakeQuant) with one op fewer.
         # (Signed tensors keep that form: the b-bit op's range has no exact zero point.)
-        return tf.quantization.fake_quant_with_min_max_vars(x, 0.0, q_max * step, num_bits=bits)
-    if bits < 8:
-        # i4 activations do not convert; int8 storage with the b-bit clip does. Only a
-        # MINIMUM (and for signed tensors a MAXIMUM) is added: the converter gives these
-        # the FakeQuant's scale and keeps a preceding ReLU fused into its conv/add.
-        x = tf.minimum(x, q_max * step)
-        if signed:
-            x = tf.maximum(x, q_min * step)
-        bits = 8
-    if signed:
+        def low_bit_op(v, step):
+            return tf.quantization.fake_quant_with_min_max_vars(v, 0.0, q_max * step, num_bits=bits)
+
+        return _quantize(x, step, q_min, q_max, low_bit_op)
+    if signed and bits >= 8:
         # The runtime clamps a signed activation to the storage's full range, so the
-        # Keras model does too: [-2^(b-1), 2^(b-1) - 1] (b-bit values are clipped above).
-        _, q_max = integer_range(bits, signed)
+        # Keras model does too: [-2^(b-1), 2^(b-1) - 1] (b-bit values are clipped below).
         q_min = -q_max - 1
-    else:
-        q_min, q_max = integer_range(bits, signed)
-    return tf.quantization.fake_quant_with_min_max_vars(x, q_min * step, q_max * step, num_bits=bits)
+
+    def storage_op(v, step):
+        b = bits
+        if b < 8:
+            # i4 activations do not convert; int8 storage with the b-bit clip does. Only a
+            # MINIMUM (and for signed tensors a MAXIMUM) is added: the converter gives these
+            # the FakeQuant's scale and keeps a preceding ReLU fused into its conv/add.
+            v = tf.minimum(v, q_max * step)
+            if signed:
+                v = tf.maximum(v, q_min * step)
+            b = 8
+        lo, hi = integer_range(b, signed)
+        if signed:
+            lo = -hi - 1
+        return tf.quantization.fake_quant_with_min_max_vars(v, lo * step, hi * step, num_bits=b)
+
+    return _quantize(x, step, q_min, q_max, storage_op)
+
+
+def _quantize(x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, op) -> tf.Tensor:
+    """op(x, step), whose outermost clip is [q_lo, q_hi] x step: as traced for export, else straight-through.
+
+    The converter sees the ops alone; training and Keras inference get the same values
+    with the cheaper gradient of `_straight_through`.
+    """
+    if exporting():
+        return op(x, step)
+    return _straight_through(x, step, q_lo, q_hi, op)
 
 
 class FixedPointQuantizer(tfmot.quantization.keras.quantizers.Quantizer):

@@ -155,6 +155,15 @@ def _op_types(fn, x) -> set[str]:
     return {op.type for op in tf.function(fn).get_concrete_function(x).graph.get_operations()}
 
 
+def _gradient_op_types(fn, x: tf.Variable) -> set[str]:
+    def gradient():
+        with tf.GradientTape() as tape:
+            y = fn(x)
+        return tape.gradient(y, x)
+
+    return {op.type for op in tf.function(gradient).get_concrete_function().graph.get_operations()}
+
+
 def _reference_levels(t: np.ndarray, q_min: int, q_max: int, rounding: Q.Rounding) -> np.ndarray:
     """Round t (float64, exact) to an integer level as the runtime does, then clamp."""
     floor = np.floor(t)
@@ -219,6 +228,51 @@ def test_training_form_of_low_bit_activations_is_the_convertible_form(bits):
         assert "Minimum" not in _op_types(quantize, x)  # the fast form is what training traces
         np.testing.assert_array_equal(fast[0], convertible[0])
         np.testing.assert_array_equal(fast[1], convertible[1])
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 7, 8, 12, 16])
+@pytest.mark.parametrize("signed,per_channel", [(False, False), (True, False), (True, True)])
+def test_straight_through_gradient_is_fake_quants_gradient(bits, signed, per_channel):
+    """Training's one-kernel gradient selects exactly the elements FakeQuant's own gradient does.
+
+    Inside export_trace the quantizer is the plain ops with TensorFlow's gradients; outside
+    it the same forward ops with `_straight_through`'s mask on x * 2^-l. Inputs: every level
+    and tie around both range ends, values an ulp either side of the ends, signed zeros,
+    tiny and huge values and random ones, at a fine, a unit and a coarse step.
+    """
+    rng = np.random.RandomState(bits)
+    q_min, q_max = Q.integer_range(bits, signed)
+    if signed and bits >= 8 and not per_channel:
+        q_min = -q_max - 1  # the runtime's clamp
+    ends = np.float32([e for e in (q_min, q_max) if e])  # an ulp from 0 is subnormal: TF flushes it to 0
+    for l in (-9.0, 0.0, 3.0):
+        step = np.float32(2.0**l)
+        around = np.concatenate([np.arange(q_min - 3, q_min + 3), np.arange(q_max - 3, q_max + 3)])
+        t = np.concatenate(
+            [
+                around,
+                around + 0.5,
+                np.nextafter(ends, np.float32(np.inf)),
+                np.nextafter(ends, np.float32(-np.inf)),
+                [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30],
+                rng.uniform(q_min - 4, q_max + 4, 300),
+            ]
+        ).astype(np.float32)
+        x = tf.Variable((t * step).reshape(-1, 1) if per_channel else t * step)
+
+        def quantize(v, l=l):
+            return Q.fake_quant(v, bits, l, signed, per_channel=per_channel, weight=per_channel)
+
+        fast = _value_and_gradient(x, quantize)
+        assert "FakeQuantWithMinMaxArgsGradient" in _gradient_op_types(quantize, x)
+        with tracing.export_trace():
+            native = _value_and_gradient(x, quantize)
+            assert "FakeQuantWithMinMaxArgsGradient" not in _gradient_op_types(quantize, x)
+        np.testing.assert_array_equal(fast[0], native[0])
+        np.testing.assert_array_equal(fast[1], native[1])
+        inside = ((t >= q_min) & (t <= q_max)).reshape(fast[1].shape)
+        assert inside.any() and (~inside).any()
+        np.testing.assert_array_equal(fast[1] != 0, inside)  # the loss weights every element by >= 1
 
 
 def _training_step(model, x, y):
