@@ -15,6 +15,12 @@ import os
 # tf.keras resolves lazily, so this also helps when TensorFlow was imported first.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN's CPU kernels. TensorFlow turns them on by default only on x86 CPUs with AVX-512
+# VNNI/BF16 or AMX; elsewhere (AMD Zen 3, AVX2-only Intel) it leaves them off, and there a
+# training step runs 1.7x slower (`python -m benchmarks.step_time`, docs/results.md). Read
+# when TensorFlow loads, so it takes effect only when faq_tf is imported first; an explicit
+# TF_ENABLE_ONEDNN_OPTS=0 is kept.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
