@@ -3,19 +3,23 @@
 Builds the same model once per variant, then times `Trainer.train_update` for each in
 round-robin blocks on the same batches, so machine noise hits all of them alike. A
 variant is a precision (fp32, w8a8, w4a4, tfmot_int8, tfmot_w4a4, ...), optionally with
-"+xla" for `Trainer(jit_compile=True)`. Reported per variant: the median step time, its
+"+xla" for `Trainer(jit_compile=True)` or "+convertible" for a FAQ step traced as the
+converter sees the model (`faq_tf.tracing.export_trace`): TensorFlow's own FakeQuant
+gradients and the clip + 8-bit form of 4-bit activations, what training's cheaper ops
+replace. Reported per variant: the median step time, its
 ratio to fp32 in the same mode (graph or XLA) and to the faster fp32 mode, the implied
 seconds per epoch, and the peak memory of a process that trains that variant alone
 (GPU: TensorFlow's peak device memory; CPU: the largest resident set during its steps).
 
 Usage: python -m benchmarks.step_time [--model small_resnet] [--batch_size 128] [--rounds 15]
-           [--variants fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4,fp32+xla,w8a8+xla,w4a4+xla]
+           [--variants fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4,w8a8+convertible,w4a4+convertible,fp32+xla,...]
 Writes --out (JSON) and the same name with .md (the table).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -32,14 +36,16 @@ from faq_tf.baselines import is_tfmot_baseline, tfmot_quantize
 from faq_tf.compat import keras, tf
 from faq_tf.data import get_source, make_input
 from faq_tf.models import build_model
+from faq_tf.tracing import export_trace
 from faq_tf.training import Trainer
 
-DEFAULT_VARIANTS = "fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4,fp32+xla,w8a8+xla,w4a4+xla"
+DEFAULT_VARIANTS = "fp32,w8a8,w4a4,tfmot_int8,tfmot_w4a4,w8a8+convertible,w4a4+convertible,fp32+xla,w8a8+xla,w4a4+xla"
 XLA = "+xla"
+CONVERTIBLE = "+convertible"
 
 
 def _parse_variant(variant: str) -> tuple[str, bool]:
-    """'w4a4+xla' -> ('w4a4', True)."""
+    """'w4a4+xla' -> ('w4a4', True); 'w4a4+convertible' -> ('w4a4+convertible', False)."""
     if variant.endswith(XLA):
         return variant[: -len(XLA)], True
     return variant, False
@@ -55,6 +61,8 @@ def _trainers(args: argparse.Namespace, variants: list[str]) -> tuple[dict[str, 
     result = {}
     for variant in variants:
         precision, jit = _parse_variant(variant)
+        convertible = precision.endswith(CONVERTIBLE)
+        precision = precision.removesuffix(CONVERTIBLE)
         if precision == "fp32":
             model = keras.models.clone_model(base)
         elif is_tfmot_baseline(precision):
@@ -65,7 +73,8 @@ def _trainers(args: argparse.Namespace, variants: list[str]) -> tuple[dict[str, 
         opt.build(model.trainable_variables)
         trainer = Trainer(model, opt, strategy, args.batch_size, weight_decay=5e-5, jit_compile=jit)
         it = iter(train.repeat())
-        trainer.train_update(it, 1, 1e-4)  # trace (and compile)
+        with export_trace() if convertible else contextlib.nullcontext():
+            trainer.train_update(it, 1, 1e-4)  # trace (and compile); later steps run this graph
         result[variant] = (trainer, it)
     return result, source.num_train // args.batch_size
 

@@ -337,7 +337,10 @@ def dataclass_replace(cfg, **kw):
         ({"distill": 0.5}, "distill=0.5 needs trained fp32 weights"),
         ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\), got 1.0"),
         ({"ema_decay": 0.99, "precise_bn": "off"}, "ema_decay=0.99 ends the run with averaged weights"),
-        ({"calibration_method_low_bit": "kl"}, r"calibration_method_low_bit must be one of \('percentile', 'mse'\)"),
+        (
+            {"calibration_method_low_bit": "kl"},
+            r"calibration_method_low_bit must be one of \('percentile', 'mse', 'output'\)",
+        ),
         ({"calibration_method_low_bit": "mse", "calibrate": False}, "drop --calibrate=false"),
     ],
 )
@@ -453,10 +456,10 @@ def test_step_time_benchmark_reports_time_and_memory_per_variant(tmp_path):
     """benchmarks.step_time side by side: every variant timed, fp32 the unit, memory from a fresh process."""
     out = tmp_path / "step_time.json"
     argv = [sys.executable, "-m", "benchmarks.step_time", f"--dataset=folder:{_image_folder(tmp_path)}"]
-    argv += ["--batch_size=8", "--rounds=2", "--steps_per_round=2", "--variants=fp32,w4a4+xla", f"--out={out}"]
-    subprocess.run(argv, check=True, cwd=REPO, capture_output=True)
+    argv += ["--batch_size=8", "--rounds=2", "--steps_per_round=2", f"--out={out}"]
+    subprocess.run(argv + ["--variants=fp32,w4a4+xla,w4a4+convertible"], check=True, cwd=REPO, capture_output=True)
     result = json.loads(out.read_text())
-    assert set(result["median_step_ms"]) == {"fp32", "w4a4+xla"}
+    assert set(result["median_step_ms"]) == {"fp32", "w4a4+xla", "w4a4+convertible"}
     assert result["ratio_to_fastest_fp32"]["fp32"] == 1.0 and result["ratio_to_fp32_same_mode"]["fp32"] == 1.0
     assert result["ratio_to_fp32_same_mode"]["w4a4+xla"] > 0
     assert all(m > 100 for m in result["peak_memory_mib"].values())  # TensorFlow alone takes more
