@@ -14,7 +14,10 @@ A tensor is signed when any calibration value is negative (ReLU outputs never ar
 Beyond the paper, `mse_exponents` picks a tensor's l instead as the power-of-two step whose
 grid has the smallest squared error on the same batches (`--calibration_method_low_bit=mse`
 for the tensors below 8 bits): among the percentile's l and its neighbours, the one that
-best trades clipping against rounding for that tensor's distribution.
+best trades clipping against rounding for that tensor's distribution. `output_exponents`
+(`--calibration_method_low_bit=output`) goes on from there with the quantized model itself:
+it moves one tensor's l at a time while that brings the model's outputs closer to the fp32
+model's, so each grid is judged by what its error does downstream, not by the error alone.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "check_percentile",
     "collect_ranges",
     "mse_exponents",
+    "output_exponents",
     "first_batches",
     "as_batches",
 ]
@@ -48,8 +52,9 @@ __all__ = [
 DEFAULT_BATCHES = 5
 DEFAULT_PERCENTILE_8BIT = 99.99
 DEFAULT_PERCENTILE_LOW_BIT = 99.9
-# How each activation tensor's exponent is chosen: the paper's percentile, or the least squared error.
-CALIBRATION_METHODS = ("percentile", "mse")
+# How each activation tensor's exponent is chosen: the paper's percentile, the least squared
+# error of the tensor, or (starting from that) the least squared error of the model's outputs.
+CALIBRATION_METHODS = ("percentile", "mse", "output")
 # The exponents `mse_exponents` tries, relative to the percentile's: from 4x finer to 2x coarser.
 MSE_SPAN = (-2, -1, 0, 1)
 
@@ -331,3 +336,67 @@ def mse_exponents(
         best = max(range(len(ls)), key=lambda k: (-row[k], ls[k]))  # least error, then the larger l
         chosen[n] = int(ls[best])
     return chosen
+
+
+def output_exponents(
+    model: keras.Model,
+    reference: keras.Model,
+    exponents: Mapping[str, tf.Variable],
+    data: Any,
+    num_batches: int = DEFAULT_BATCHES,
+    batch_size: int = 32,
+    max_sweeps: int = 3,
+) -> dict[str, int]:
+    """Moves each tensor's l to the neighbour that brings the quantized outputs closest to fp32's.
+
+    The error is the sum over the calibration batches of (model(x) - reference(x))^2 over
+    every output, both at inference. In model order, each named tensor tries l - 1 and
+    l + 1 with every other l as it stands, and keeps whichever of the three has the least
+    error (the current one on a tie); sweeps repeat until none moves, at most `max_sweeps`.
+    No labels are needed: the fp32 model's outputs are the target.
+
+    Args:
+      model: the quantized model (`faq_tf.quantize_model`'s, before fine-tuning).
+      reference: the fp32 model it was made from, taking the same inputs.
+      exponents: maps a tensor's name to the variable holding its l in `model`; the
+        variables are left at the chosen values.
+      data: calibration batches (see `as_batches`).
+      num_batches: N, how many batches to use.
+      batch_size: rows per batch when `data` is a single array.
+      max_sweeps: the most passes over `exponents`.
+
+    Returns:
+      The chosen l per name.
+
+    Raises:
+      CalibrationError: for empty data, NaN/Inf inputs or inputs of the wrong shape.
+    """
+    batches = [x for _, x in _checked_batches(reference, data, num_batches, batch_size)]
+    targets = [[tf.cast(t, tf.float64) for t in tf.nest.flatten(reference(x, training=False))] for x in batches]
+    forward = tf.function(lambda x: tf.nest.flatten(model(x, training=False)), reduce_retracing=True)
+
+    def error() -> float:
+        total = 0.0
+        for x, target in zip(batches, targets):
+            for out, t in zip(forward(x), target):
+                total += float(tf.reduce_sum(tf.square(tf.cast(out, tf.float64) - t)))
+        return total
+
+    best = error()
+    for _ in range(max_sweeps):
+        moved = False
+        for variable in exponents.values():
+            current = int(variable.numpy())
+            choice = current
+            for candidate in (current - 1, current + 1):
+                if candidate < MIN_EXPONENT:
+                    continue
+                variable.assign(float(candidate))
+                e = error()
+                if e < best:
+                    best, choice = e, candidate
+            variable.assign(float(choice))
+            moved = moved or choice != current
+        if not moved:
+            break
+    return {name: int(v.numpy()) for name, v in exponents.items()}

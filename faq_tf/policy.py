@@ -45,6 +45,7 @@ __all__ = [
     "parse_override",
     "plan_model",
     "share_runtime_scales",
+    "shared_scale_layers",
     "PRESETS",
 ]
 
@@ -455,29 +456,52 @@ def share_runtime_scales(plans: dict[str, LayerPlan], graph: Graph) -> None:
     changed = True
     while changed:
         changed = False
-        for name, plan in plans.items():
-            kind = type(graph.layers[name])
-            if plan.activation_bits is None:
-                continue
-            if kind in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D):
-                source = _stored_input(plans, graph, graph.producers[name][0])
-                group, shared = [plan], None
-                if source is not None:
-                    shared = (source.activation_bits, source.exponent, source.signed)
-            elif kind is keras.layers.Concatenate:
-                joined = [_stored_input(plans, graph, n) for n in graph.producers[name]]
-                fixed = ("AveragePooling2D", "MaxPooling2D")  # keep their input's scale: requantized
-                group = [plan] + [p for p in joined if p is not None and p.class_name not in fixed]
-                exponents = [p.exponent for p in group if p.exponent is not None]
-                signed = plan.signed or any(p.signed for p in joined if p is not None)
-                shared = None if not exponents else (None, max(exponents), signed)
-            else:
-                continue
+        for group, shared, _ in _scale_groups(plans, graph):
             for p in group if shared is not None else []:
                 bits = shared[0] if shared[0] is not None else p.activation_bits
                 if (p.activation_bits, p.exponent, p.signed) != (bits, shared[1], shared[2]):
                     p.activation_bits, p.exponent, p.signed = bits, shared[1], shared[2]
                     changed = True
+
+
+def shared_scale_layers(plans: dict[str, LayerPlan], graph: Graph) -> set[str]:
+    """The layers whose output exponent `share_runtime_scales` ties to another tensor's.
+
+    A pooling layer and the tensor it pools, a concatenation and the tensors it joins: a
+    search that moves one exponent at a time leaves these alone
+    (`faq_tf.calibration.output_exponents`).
+
+    Args:
+      plans: the plans from `plan_model`.
+      graph: the layer graph of the canonical model the plans were made for.
+    """
+    tied = set()
+    for group, _, source in _scale_groups(plans, graph):
+        tied.update(p.name for p in group + ([source] if source is not None else []))
+    return tied
+
+
+def _scale_groups(plans: dict[str, LayerPlan], graph: Graph):
+    """Yields (plans that take one scale, the (bits or None, exponent, signed) they take or None, its source plan).
+
+    A pool takes its source's scale; a concat and the tensors it joins take the coarsest
+    of theirs (no source plan).
+    """
+    for name, plan in plans.items():
+        kind = type(graph.layers[name])
+        if plan.activation_bits is None:
+            continue
+        if kind in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D):
+            source = _stored_input(plans, graph, graph.producers[name][0])
+            shared = None if source is None else (source.activation_bits, source.exponent, source.signed)
+            yield [plan], shared, source
+        elif kind is keras.layers.Concatenate:
+            joined = [_stored_input(plans, graph, n) for n in graph.producers[name]]
+            fixed = ("AveragePooling2D", "MaxPooling2D")  # keep their input's scale: requantized
+            group = [plan] + [p for p in joined if p is not None and p.class_name not in fixed]
+            exponents = [p.exponent for p in group if p.exponent is not None]
+            signed = plan.signed or any(p.signed for p in joined if p is not None)
+            yield group, None if not exponents else (None, max(exponents), signed), None
 
 
 def _stored_input(plans: dict[str, LayerPlan], graph: Graph, name: str) -> LayerPlan | None:

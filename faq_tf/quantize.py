@@ -17,7 +17,7 @@ from typing import Any
 from faq_tf import calibration, graph, policy, registry
 from faq_tf.compat import keras, tfmot
 from faq_tf.input_scaling import InputScaling, fold_input_scaling
-from faq_tf.introspect import initialize_weight_exponents, precision_summary
+from faq_tf.introspect import initialize_weight_exponents, precision_summary, quantized_tensors
 from faq_tf.keras3 import as_tf_keras
 from faq_tf.layers import BatchNormWrapper, QuantizeInput
 from faq_tf.policy import Role
@@ -91,9 +91,11 @@ def quantize_model(
       calibration_batches: N, the number of batches (paper: 5).
       percentile_8bit: P for tensors of 8 bits and more (paper: 99.99).
       percentile_low_bit: P for tensors below 8 bits (paper: 99.9).
-      method_low_bit: how tensors below 8 bits get their l: "percentile" (the paper) or
+      method_low_bit: how tensors below 8 bits get their l: "percentile" (the paper),
         "mse", the power-of-two grid with the least squared error on the calibration
-        batches, searched around the percentile's (`calibration.mse_exponents`).
+        batches, searched around the percentile's (`calibration.mse_exponents`), or
+        "output": from mse's grids, each output tensor's l moved while that brings the
+        quantized model's outputs closer to the fp32 model's (`calibration.output_exponents`).
       batch_size: rows per calibration batch when `calibration_data` is an array.
       layer_overrides: layer name or regex -> "skip", "w8", "a4", "w4a8" or a dict.
       weight_clip_sigmas: k for every weight quantizer; None uses the per-bit default.
@@ -137,7 +139,7 @@ def quantize_model(
     quantized = {n: p for n, p in plans.items() if p.activation_bits is not None and p.role is not Role.FIXED}
 
     if calibrate:
-        if method_low_bit == "mse":  # two passes over the same batches
+        if method_low_bit != "percentile":  # more passes over the same batches
             calibration_data = calibration.first_batches(calibration_data, calibration_batches, batch_size)
         wanted = {
             n: calibration.default_percentile(p.activation_bits, percentile_8bit, percentile_low_bit)
@@ -147,7 +149,7 @@ def quantize_model(
         for n, p in quantized.items():
             p.signed = ranges[n].signed and p.role is not Role.RELU
             p.exponent = ranges[n].exponent(p.activation_bits, p.signed)
-        if method_low_bit == "mse":
+        if method_low_bit != "percentile":
             grids = {
                 n: (*ActivationQuantizer(p.activation_bits, p.signed).levels(), p.exponent)
                 for n, p in quantized.items()
@@ -168,8 +170,25 @@ def quantize_model(
 
     policy.share_runtime_scales(plans, g)
 
-    qat = _rebuild(canonical, g, plans, weight_clip_sigmas, f"{model.name}_{parsed.name}", scaling)
-    initialize_weight_exponents(qat)
+    def build() -> keras.Model:
+        qat = _rebuild(canonical, g, plans, weight_clip_sigmas, f"{model.name}_{parsed.name}", scaling)
+        initialize_weight_exponents(qat)
+        return qat
+
+    qat = build()
+    if calibrate and method_low_bit == "output":
+        tied = policy.shared_scale_layers(plans, g)
+        low_bit = {
+            t.layer: t.exponent_variable
+            for t in quantized_tensors(qat)
+            if t.tensor == "output" and t.bits < 8 and t.exponent_variable is not None and t.layer not in tied
+        }
+        chosen = calibration.output_exponents(
+            qat, canonical, low_bit, calibration_data, calibration_batches, batch_size
+        )
+        for n, exponent in chosen.items():
+            plans[n].exponent = exponent
+        qat = build()
     if verbose:  # the report the caller asked for
         print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
     return qat

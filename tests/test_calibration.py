@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from faq_tf import calibration
+import faq_tf
+from faq_tf import calibration, introspect
 from faq_tf.compat import keras, tf
 
 
@@ -112,6 +113,39 @@ def test_mse_prefers_the_coarser_grid_on_equal_error_and_uses_only_n_batches():
     zero = np.zeros((1, 10000), np.float32)
     chosen = calibration.mse_exponents(_tap_model(), {"relu": (0, 15, -4)}, [zero, zero + 1e6], num_batches=1)
     assert chosen["relu"] == -4 + max(calibration.MSE_SPAN)  # all-zero batch: every grid is exact
+
+
+def test_output_exponents_walks_a_coarse_grid_back_one_step_a_sweep():
+    """A 4-bit tensor put 3 steps too coarse (most of it rounds to 0) walks back, one +-1 move a
+    sweep, keeping only moves that bring the outputs closer to the fp32 model's."""
+    i = keras.Input((8,), name="x")
+    h = keras.layers.ReLU(name="relu")(keras.layers.Dense(16, name="fc")(i))
+    h = keras.layers.ReLU(name="relu2")(keras.layers.Dense(16, name="fc2")(h))  # feeds the classifier: 8 bits
+    reference = keras.Model(i, keras.layers.Dense(4, name="out")(h))
+    rng = np.random.RandomState(0)
+    batches = [rng.normal(size=(32, 8)).astype(np.float32) for _ in range(3)]
+    qat = faq_tf.quantize_model(reference, "w8a4", batches, verbose=False)  # only relu's output below 8 bits
+    (relu,) = [t for t in introspect.quantized_tensors(qat) if t.tensor == "output" and t.bits < 8]
+    start = relu.exponent
+
+    def error():
+        return sum(
+            float(np.sum((qat(x, training=False).numpy() - reference(x, training=False).numpy()) ** 2.0))
+            for x in batches
+        )
+
+    calibrated = error()
+    for sweeps in (1, 2):
+        relu.exponent_variable.assign(start + 3)
+        coarse = error()
+        chosen = calibration.output_exponents(
+            qat, reference, {"relu": relu.exponent_variable}, batches, max_sweeps=sweeps
+        )
+        assert chosen == {"relu": start + 3 - sweeps} and relu.exponent == start + 3 - sweeps
+        assert error() < coarse
+    relu.exponent_variable.assign(start + 3)
+    chosen = calibration.output_exponents(qat, reference, {"relu": relu.exponent_variable}, batches)["relu"]
+    assert chosen <= start and error() <= calibrated  # 3 sweeps reach the calibrated grid or a better one
 
 
 def test_first_batches_reads_a_generator_once_and_skips_empty_batches():

@@ -114,8 +114,44 @@ def test_mse_calibration_of_low_bit_tensors(model, images):
     assert low and {k: after[k].exponent for k in low} == {k: expected[k[0]] for k in low}
     assert (before[("scaled_relu", "output")].exponent, after[("scaled_relu", "output")].exponent) == (-3, -4)
     assert all(after[k].exponent == t.exponent for k, t in before.items() if t.bits >= 8)
-    with pytest.raises(ValueError, match="method_low_bit must be one of percentile, mse, got 'kl'"):
+    with pytest.raises(ValueError, match="method_low_bit must be one of percentile, mse, output, got 'kl'"):
         faq_tf.quantize_model(model, "w4a4", batches, method_low_bit="kl", verbose=False)
+
+
+def _output_error(qat, reference, batches) -> float:
+    """Sum over the batches of (qat(x) - reference(x))^2, in float64, both at inference."""
+    return sum(
+        float(np.sum((qat(x, training=False).numpy().astype(np.float64) - reference(x, training=False).numpy()) ** 2))
+        for x in batches
+    )
+
+
+def test_output_calibration_moves_low_bit_grids_only_while_the_outputs_get_closer(model, images):
+    """method_low_bit="output" starts from mse's grids: its outputs are no farther from fp32's,
+    no single +-1 move of a searched tensor's l brings them closer, 8-bit tensors and the tensors
+    a concat or pool ties keep mse's l, and a one-shot generator is read once."""
+    batches = [images[i : i + 16] for i in range(0, 64, 16)]
+    reference = graph.canonicalize(model)
+    mse = faq_tf.quantize_model(model, "w4a4", batches, method_low_bit="mse", verbose=False)
+    out = faq_tf.quantize_model(model, "w4a4", (b for b in batches), method_low_bit="output", verbose=False)
+    before = {t.layer: t for t in introspect.quantized_tensors(mse) if t.tensor == "output"}
+    after = {t.layer: t for t in introspect.quantized_tensors(out) if t.tensor == "output"}
+    plans = policy.plan_model(reference, policy.parse_precision("w4a4"))
+    tied = policy.shared_scale_layers(plans, graph.model_graph(reference))
+    assert {"concat", "res_relu", "dw_relu", "pool"} <= tied  # res_relu and dw_relu are the concat's inputs
+    searched = [n for n, t in after.items() if t.bits < 8 and n not in tied]
+    assert searched and "stem_relu" in searched
+    assert all(after[n].exponent == t.exponent for n, t in before.items() if n not in searched)
+    assert all(t.quantizer.exponent == t.exponent for t in after.values())  # configs hold the chosen l
+
+    best = _output_error(out, reference, batches)
+    assert best <= _output_error(mse, reference, batches)
+    for n in searched:
+        variable, chosen = after[n].exponent_variable, after[n].exponent
+        for candidate in (chosen - 1, chosen + 1):
+            variable.assign(candidate)
+            assert _output_error(out, reference, batches) >= best, (n, candidate)
+        variable.assign(chosen)
 
 
 def test_uncalibrated_control_mode(model):

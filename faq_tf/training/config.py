@@ -153,9 +153,10 @@ class TrainConfig:
     calibration_percentile_low_bit: float = _option(DEFAULT_PERCENTILE_LOW_BIT, "Percentile below 8 bits.", _percentile)
     calibration_method_low_bit: str = _option(
         "percentile",
-        "How tensors below 8 bits get their exponent: percentile (the paper's) or mse (beyond the paper: "
-        "the power-of-two grid with the least squared error on the calibration batches, searched around "
-        "the percentile's).",
+        "How tensors below 8 bits get their exponent: percentile (the paper's); beyond the paper, mse (the "
+        "power-of-two grid with the least squared error on the calibration batches, searched around the "
+        "percentile's) or output (from mse's grids, each moved while that brings the quantized model's "
+        "outputs closer to the fp32 model's).",
         choices=CALIBRATION_METHODS,
     )
     # schedule
