@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from faq_tf.compat import keras, tf
 from faq_tf.quantizers import MIN_EXPONENT, exponent_for_range
@@ -382,7 +384,8 @@ def output_exponents(
                 total += float(tf.reduce_sum(tf.square(tf.cast(out, tf.float64) - t)))
         return total
 
-    best = error()
+    start, best, passes = time.perf_counter(), error(), 1
+    initial = {name: int(v.numpy()) for name, v in exponents.items()}
     for _ in range(max_sweeps):
         moved = False
         for variable in exponents.values():
@@ -392,11 +395,21 @@ def output_exponents(
                 if candidate < MIN_EXPONENT:
                     continue
                 variable.assign(float(candidate))
-                e = error()
+                e, passes = error(), passes + 1
                 if e < best:
                     best, choice = e, candidate
             variable.assign(float(choice))
             moved = moved or choice != current
         if not moved:
             break
-    return {name: int(v.numpy()) for name, v in exponents.items()}
+    chosen = {name: int(v.numpy()) for name, v in exponents.items()}
+    logging.info(
+        "output calibration: %d of %d grids moved (%s), %d passes over %d batches in %.1f s",
+        sum(chosen[n] != initial[n] for n in chosen),
+        len(chosen),
+        ", ".join(f"{n} {initial[n]} -> {chosen[n]}" for n in chosen if chosen[n] != initial[n]) or "none",
+        passes,
+        len(batches),
+        time.perf_counter() - start,
+    )
+    return chosen
