@@ -301,8 +301,9 @@ def _straight_through(x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, forwa
     `forward` is the quantizer's own ops (values unchanged); `[q_lo, q_hi]` is the outermost
     range they clip x to, in levels. TensorFlow's FakeQuantWithMinMaxVarsGradient also
     reduces the gradients of min and max over the whole tensor, which a quantizer with a
-    fixed or stop-gradient range throws away: it costs about twice the one-pass mask below
-    (`python -m benchmarks.step_time`). The mask is computed on t = x * 2^-l against the
+    fixed or stop-gradient range throws away, and so costs about twice the one-pass mask
+    below (the "+convertible" variants of `python -m benchmarks.step_time` keep TensorFlow's
+    gradient, for comparison). The mask is computed on t = x * 2^-l against the
     integer levels: scaling by a power of two is exact, so it selects the same elements
     (tests/test_quantizers.py checks values and gradients against the convertible form).
     With q_hi - q_lo = quant_max - quant_min the op's nudged range is [q_lo, q_hi] exactly.
