@@ -322,7 +322,10 @@ def _straight_through(x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, forwa
 
         return forward(x, step), grad
 
-    return quantize(x, step)
+    # A variable is read out here: a distributed one read inside, in cross-replica context
+    # (precise BN's eager passes in `strategy.scope()`), is its component variable, which
+    # custom_gradient would count as a captured variable and refuse.
+    return quantize(tf.convert_to_tensor(x), tf.convert_to_tensor(step))
 
 
 def fake_quant(

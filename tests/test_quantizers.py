@@ -300,6 +300,20 @@ def test_training_step_computes_what_the_convertible_graph_computes(build, image
         np.testing.assert_array_equal(a, b)
 
 
+def test_training_pass_runs_eagerly_in_a_distribution_strategy_scope(images):
+    """Precise BN calls the model eagerly, training=True, in `strategy.scope()`: the variables
+    the quantizers read there are distributed ones, and the pass gives what it gives outside."""
+    from conftest import residual_model
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        qat = faq_tf.quantize_model(residual_model(), "w4a4", images, verbose=False)
+        state = qat.get_weights()
+        inside = qat(images[:8], training=True).numpy()
+    qat.set_weights(state)
+    np.testing.assert_array_equal(inside, qat(images[:8], training=True).numpy())
+
+
 @pytest.mark.parametrize("bits,l,signed,x,expected", _rows(WEIGHT, max_bits=Q.MAX_BITS))
 def test_per_channel_and_constant_paths_agree(bits, l, signed, x, expected):
     x = tf.constant([[x, x]], tf.float32)
