@@ -44,11 +44,21 @@ XLA = "+xla"
 CONVERTIBLE = "+convertible"
 
 
-def _parse_variant(variant: str) -> tuple[str, bool]:
-    """'w4a4+xla' -> ('w4a4', True); 'w4a4+convertible' -> ('w4a4+convertible', False)."""
-    if variant.endswith(XLA):
-        return variant[: -len(XLA)], True
-    return variant, False
+def _parse_variant(variant: str) -> tuple[str, bool, bool]:
+    """'w4a4+xla' -> ('w4a4', True, False); 'w4a4+convertible+xla' -> ('w4a4', True, True).
+
+    Raises:
+      ValueError: for a suffix other than +xla and +convertible, or +convertible on a
+        model without faq_tf quantizers (fp32, tfmot), whose step it would not change.
+    """
+    precision, *suffixes = variant.split("+")
+    unknown = set(suffixes) - {XLA[1:], CONVERTIBLE[1:]}
+    if unknown or len(set(suffixes)) != len(suffixes):
+        raise ValueError(f"variant {variant!r}: suffixes are +xla and +convertible, each at most once")
+    convertible = CONVERTIBLE[1:] in suffixes
+    if convertible and (precision == "fp32" or is_tfmot_baseline(precision)):
+        raise ValueError(f"variant {variant!r}: +convertible applies to faq_tf precisions (w8a8, w4a4, ...)")
+    return precision, XLA[1:] in suffixes, convertible
 
 
 def _trainers(args: argparse.Namespace, variants: list[str]) -> tuple[dict[str, tuple], int]:
@@ -60,9 +70,7 @@ def _trainers(args: argparse.Namespace, variants: list[str]) -> tuple[dict[str, 
     calib = train.map(lambda x, y: x).take(5)
     result = {}
     for variant in variants:
-        precision, jit = _parse_variant(variant)
-        convertible = precision.endswith(CONVERTIBLE)
-        precision = precision.removesuffix(CONVERTIBLE)
+        precision, jit, convertible = _parse_variant(variant)
         if precision == "fp32":
             model = keras.models.clone_model(base)
         elif is_tfmot_baseline(precision):
@@ -148,6 +156,11 @@ def _peak_memory(args: argparse.Namespace, variant: str) -> dict:
 def measure(args: argparse.Namespace) -> dict:
     """Times every variant interleaved, then measures each one's peak memory."""
     variants = args.variants.split(",")
+    for variant in variants:
+        try:
+            _parse_variant(variant)
+        except ValueError as e:
+            raise SystemExit(f"step_time: error: {e}") from None
     if not any(_parse_variant(v)[0] == "fp32" for v in variants):
         raise SystemExit("step_time: error: --variants needs fp32 (or fp32+xla): every ratio is to fp32")
     trainers, steps_per_epoch = _trainers(args, variants)
@@ -159,7 +172,7 @@ def measure(args: argparse.Namespace) -> dict:
                 trainer.train_update(it, 1, 1e-4)
             times[variant].append((time.perf_counter() - start) / args.steps_per_round)
     median = {v: statistics.median(t) for v, t in times.items()}
-    fp32 = {jit: median[v] for v in variants for p, jit in [_parse_variant(v)] if p == "fp32"}
+    fp32 = {jit: median[v] for v in variants for p, jit, _ in [_parse_variant(v)] if p == "fp32"}
     fastest_fp32 = min(fp32.values())
     memory = {v: _peak_memory(args, v) for v in variants} if args.memory else {}
     return {

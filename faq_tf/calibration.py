@@ -354,14 +354,15 @@ def output_exponents(
     The error is the sum over the calibration batches of (model(x) - reference(x))^2 over
     every output, both at inference. In model order, each named tensor tries l - 1 and
     l + 1 with every other l as it stands, and keeps whichever of the three has the least
-    error (the current one on a tie); sweeps repeat until none moves, at most `max_sweeps`.
-    No labels are needed: the fp32 model's outputs are the target.
+    error (the current one on a tie, l - 1 when both neighbours tie below it); sweeps repeat
+    until none moves, at most `max_sweeps`. No labels are needed: the fp32 model's outputs
+    are the target. The inference pass must be deterministic for the search to be.
 
     Args:
       model: the quantized model (`faq_tf.quantize_model`'s, before fine-tuning).
       reference: the fp32 model it was made from, taking the same inputs.
       exponents: maps a tensor's name to the variable holding its l in `model`; the
-        variables are left at the chosen values.
+        variables (and so `model`) are left at the chosen values.
       data: calibration batches (see `as_batches`).
       num_batches: N, how many batches to use.
       batch_size: rows per batch when `data` is a single array.
@@ -371,11 +372,21 @@ def output_exponents(
       The chosen l per name.
 
     Raises:
-      CalibrationError: for empty data, NaN/Inf inputs or inputs of the wrong shape.
+      CalibrationError: for empty data, NaN/Inf inputs or inputs of the wrong shape, or
+        models whose outputs differ in number or shape.
+      ValueError: if `max_sweeps` < 1.
     """
+    if max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
     batches = [x for _, x in _checked_batches(reference, data, num_batches, batch_size)]
     targets = [[tf.cast(t, tf.float64) for t in tf.nest.flatten(reference(x, training=False))] for x in batches]
     forward = tf.function(lambda x: tf.nest.flatten(model(x, training=False)), reduce_retracing=True)
+    outputs = forward(batches[0])
+    if [o.shape for o in outputs] != [t.shape for t in targets[0]]:
+        raise CalibrationError(
+            f"the quantized model's outputs {[tuple(o.shape) for o in outputs]} are not the fp32 "
+            f"model's {[tuple(t.shape) for t in targets[0]]}: pass the model it was quantized from"
+        )
 
     def error() -> float:
         total = 0.0

@@ -11,6 +11,7 @@ never `import keras` or `tf.keras` directly.
 from __future__ import annotations
 
 import os
+import platform
 
 # tf.keras resolves lazily, so this also helps when TensorFlow was imported first.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -19,8 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # VNNI/BF16 or AMX; elsewhere (AMD Zen 3, AVX2-only Intel) it leaves them off, and there a
 # training step runs 1.7x slower (`python -m benchmarks.step_time`, docs/results.md). Read
 # when TensorFlow loads, so it takes effect only when faq_tf is imported first; an explicit
-# TF_ENABLE_ONEDNN_OPTS=0 is kept.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# TF_ENABLE_ONEDNN_OPTS=0 is kept. x86-64 only: that is where it was measured, and on ARM
+# TensorFlow picks per CPU itself.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402

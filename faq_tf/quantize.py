@@ -183,12 +183,13 @@ def quantize_model(
             for t in quantized_tensors(qat)
             if t.tensor == "output" and t.bits < 8 and t.exponent_variable is not None and t.layer not in tied
         }
-        chosen = calibration.output_exponents(
-            qat, canonical, low_bit, calibration_data, calibration_batches, batch_size
-        )
-        for n, exponent in chosen.items():
-            plans[n].exponent = exponent
-        qat = build()
+        if low_bit:  # nothing below 8 bits to move: the model stands
+            chosen = calibration.output_exponents(
+                qat, canonical, low_bit, calibration_data, calibration_batches, batch_size
+            )
+            for n, exponent in chosen.items():
+                plans[n].exponent = exponent
+            qat = build()
     if verbose:  # the report the caller asked for
         print(f"faq_tf {parsed.name} precision of '{model.name}':\n{precision_summary(qat)}")
     return qat

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from typing import Any
 
 from faq_tf.compat import keras, register, tf, tfmot
@@ -295,7 +296,9 @@ def _on_grid(x: tf.Tensor, bits: int, exponent: tf.Tensor | float) -> tf.Tensor:
     return tf.stop_gradient(q) + (clipped - tf.stop_gradient(clipped))  # exactly q; FakeQuant's gradient
 
 
-def _straight_through(x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, forward) -> tf.Tensor:
+def _straight_through(
+    x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, forward: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+) -> tf.Tensor:
     """forward(x, step), with FakeQuant's gradient dy * [q_lo * 2^l <= x <= q_hi * 2^l] from one kernel.
 
     `forward` is the quantizer's own ops (values unchanged); `[q_lo, q_hi]` is the outermost
@@ -308,8 +311,14 @@ def _straight_through(x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, forwa
     (tests/test_quantizers.py checks values and gradients against the convertible form).
     With q_hi - q_lo = quant_max - quant_min the op's nudged range is [q_lo, q_hi] exactly.
     """
-    num_bits = max(int(q_hi - q_lo).bit_length(), 2)
-    narrow = q_hi - q_lo == 2**num_bits - 2  # a symmetric signed range
+    span = int(q_hi - q_lo)
+    num_bits = span.bit_length()
+    narrow = span == 2**num_bits - 2  # a symmetric signed range
+    if not (2 <= num_bits <= MAX_BITS and span in (2**num_bits - 1, 2**num_bits - 2)):
+        raise ValueError(
+            f"a FakeQuant range of levels [{q_lo}, {q_hi}] is not one of 2^b - 1 or 2^b - 2 steps "
+            f"for a b of 2..{MAX_BITS}; quantize it with plain ops (fake_quant(..., constant=True))"
+        )
 
     @tf.custom_gradient
     def quantize(x, step):
@@ -422,7 +431,9 @@ def fake_quant(
     return _quantize(x, step, q_min, q_max, storage_op)
 
 
-def _quantize(x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, op) -> tf.Tensor:
+def _quantize(
+    x: tf.Tensor, step: tf.Tensor, q_lo: int, q_hi: int, op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+) -> tf.Tensor:
     """op(x, step), whose outermost clip is [q_lo, q_hi] x step: as traced for export, else straight-through.
 
     The converter sees the ops alone; training and Keras inference get the same values

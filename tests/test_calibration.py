@@ -148,6 +148,23 @@ def test_output_exponents_walks_a_coarse_grid_back_one_step_a_sweep():
     assert chosen <= start and error() <= calibrated  # 3 sweeps reach the calibrated grid or a better one
 
 
+def test_output_exponents_names_a_reference_that_does_not_match_and_a_bad_sweep_count():
+    i = keras.Input((8,), name="x")
+    h = keras.layers.ReLU(name="relu")(keras.layers.Dense(16, name="fc")(i))
+    h = keras.layers.ReLU(name="relu2")(keras.layers.Dense(16, name="fc2")(h))  # feeds the classifier: 8 bits
+    reference = keras.Model(i, keras.layers.Dense(4, name="out")(h))
+    other = keras.Model(i, keras.layers.Dense(3, name="out3")(i))
+    batches = [np.random.RandomState(0).normal(size=(8, 8)).astype(np.float32)]
+    qat = faq_tf.quantize_model(reference, "w8a4", batches, verbose=False)
+    (relu,) = [t for t in introspect.quantized_tensors(qat) if t.tensor == "output" and t.bits < 8]
+    with pytest.raises(
+        calibration.CalibrationError, match=r"outputs \[\(8, 4\)\] are not the fp32 model's \[\(8, 3\)\]"
+    ):
+        calibration.output_exponents(qat, other, {"relu": relu.exponent_variable}, batches)
+    with pytest.raises(ValueError, match="max_sweeps must be >= 1, got 0"):
+        calibration.output_exponents(qat, reference, {"relu": relu.exponent_variable}, batches, max_sweeps=0)
+
+
 def test_first_batches_reads_a_generator_once_and_skips_empty_batches():
     def gen():
         yield np.zeros((0, 3), np.float32)

@@ -154,6 +154,15 @@ def test_output_calibration_moves_low_bit_grids_only_while_the_outputs_get_close
         variable.assign(chosen)
 
 
+def test_output_calibration_of_a_model_without_low_bit_tensors_is_the_percentile_one(model, images):
+    """w8a8 has no grid for the output search to move: the same exponents as the paper's calibration."""
+    batches = [images[i : i + 16] for i in range(0, 64, 16)]
+    paper = faq_tf.quantize_model(model, "w8a8", batches, verbose=False)
+    out = faq_tf.quantize_model(model, "w8a8", batches, method_low_bit="output", verbose=False)
+    exponents = [{(t.layer, t.tensor): t.exponent for t in introspect.quantized_tensors(m)} for m in (paper, out)]
+    assert exponents[0] and exponents[0] == exponents[1]
+
+
 def test_uncalibrated_control_mode(model):
     qat = faq_tf.quantize_model(model, "w4a4", calibrate=False, verbose=False)
     by = {(t.layer, t.tensor): t for t in introspect.quantized_tensors(qat)}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import faq_tf
-from conftest import EVERY_LAYER_MODELS
+from conftest import EVERY_LAYER_MODELS, residual_model
 from faq_tf import policy, tracing
 from faq_tf import quantizers as Q
 from faq_tf.compat import keras, tf
@@ -144,11 +144,20 @@ def test_packed_sub8bit_weights_trace_the_same_values():
         np.testing.assert_array_equal(stored, [[-1.75, -0.25, 0.0, 0.0, 0.5, 1.75, 1.75]])
 
 
-def _value_and_gradient(x: tf.Variable, fn):
-    with tf.GradientTape() as tape:
-        y = fn(x)
-        loss = tf.reduce_sum(y * tf.range(1.0, 1.0 + tf.size(y, out_type=tf.float32)))
-    return y.numpy(), tape.gradient(loss, x).numpy()
+def _value_and_gradient(x: tf.Variable, fn, mode: str = "eager"):
+    """fn(x) and the gradient of a loss that weights every element by >= 1: eagerly, in a
+    tf.function ("function") or compiled by XLA ("xla"), as training may run it."""
+
+    def step():
+        with tf.GradientTape() as tape:
+            y = fn(x)
+            loss = tf.reduce_sum(y * tf.range(1.0, 1.0 + tf.size(y, out_type=tf.float32)))
+        return y, tape.gradient(loss, x)
+
+    if mode != "eager":
+        step = tf.function(step, jit_compile=mode == "xla")
+    y, gradient = step()
+    return y.numpy(), gradient.numpy()
 
 
 def _op_types(fn, x) -> set[str]:
@@ -232,8 +241,10 @@ def test_training_form_of_low_bit_activations_is_the_convertible_form(bits):
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 7, 8, 12, 16])
 @pytest.mark.parametrize("signed,per_channel", [(False, False), (True, False), (True, True)])
-def test_straight_through_gradient_is_fake_quants_gradient(bits, signed, per_channel):
-    """Training's one-kernel gradient selects exactly the elements FakeQuant's own gradient does.
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_straight_through_gradient_is_fake_quants_gradient(bits, signed, per_channel, mode):
+    """Training's one-kernel gradient selects exactly the elements FakeQuant's own gradient does,
+    eagerly, in a tf.function and under XLA (`--jit_compile`).
 
     Inside export_trace the quantizer is the plain ops with TensorFlow's gradients; outside
     it the same forward ops with `_straight_through`'s mask on x * 2^-l. Inputs: every level
@@ -263,10 +274,10 @@ def test_straight_through_gradient_is_fake_quants_gradient(bits, signed, per_cha
         def quantize(v, l=l):
             return Q.fake_quant(v, bits, l, signed, per_channel=per_channel, weight=per_channel)
 
-        fast = _value_and_gradient(x, quantize)
+        fast = _value_and_gradient(x, quantize, mode)
         assert "FakeQuantWithMinMaxArgsGradient" in _gradient_op_types(quantize, x)
         with tracing.export_trace():
-            native = _value_and_gradient(x, quantize)
+            native = _value_and_gradient(x, quantize, mode)
             assert "FakeQuantWithMinMaxArgsGradient" not in _gradient_op_types(quantize, x)
         np.testing.assert_array_equal(fast[0], native[0])
         np.testing.assert_array_equal(fast[1], native[1])
@@ -303,8 +314,6 @@ def test_training_step_computes_what_the_convertible_graph_computes(build, image
 def test_training_pass_runs_eagerly_in_a_distribution_strategy_scope(images):
     """Precise BN calls the model eagerly, training=True, in `strategy.scope()`: the variables
     the quantizers read there are distributed ones, and the pass gives what it gives outside."""
-    from conftest import residual_model
-
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         qat = faq_tf.quantize_model(residual_model(), "w4a4", images, verbose=False)

@@ -452,6 +452,22 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
     assert final["epoch"] == 2
 
 
+@pytest.mark.parametrize("variant", ["fp32+convertible", "tfmot_int8+convertible", "w4a4+fast", "w4a4+xla+xla"])
+def test_step_time_refuses_a_variant_it_would_not_time_as_named(variant):
+    from benchmarks import step_time
+
+    with pytest.raises(ValueError, match="variant"):
+        step_time._parse_variant(variant)
+
+
+def test_step_time_variants_take_their_suffixes_in_any_order():
+    from benchmarks import step_time
+
+    assert step_time._parse_variant("w4a4+convertible+xla") == step_time._parse_variant("w4a4+xla+convertible")
+    assert step_time._parse_variant("w4a4+convertible+xla") == ("w4a4", True, True)
+    assert step_time._parse_variant("fp32+xla") == ("fp32", True, False)
+
+
 def test_step_time_benchmark_reports_time_and_memory_per_variant(tmp_path):
     """benchmarks.step_time side by side: every variant timed, fp32 the unit, memory from a fresh process."""
     out = tmp_path / "step_time.json"
