@@ -156,12 +156,11 @@ def _peak_memory(args: argparse.Namespace, variant: str) -> dict:
 def measure(args: argparse.Namespace) -> dict:
     """Times every variant interleaved, then measures each one's peak memory."""
     variants = args.variants.split(",")
-    for variant in variants:
-        try:
-            _parse_variant(variant)
-        except ValueError as e:
-            raise SystemExit(f"step_time: error: {e}") from None
-    if not any(_parse_variant(v)[0] == "fp32" for v in variants):
+    try:
+        parsed = {v: _parse_variant(v) for v in variants}
+    except ValueError as e:
+        raise SystemExit(f"step_time: error: {e}") from None
+    if not any(precision == "fp32" for precision, _, _ in parsed.values()):
         raise SystemExit("step_time: error: --variants needs fp32 (or fp32+xla): every ratio is to fp32")
     trainers, steps_per_epoch = _trainers(args, variants)
     times = {v: [] for v in variants}
@@ -172,7 +171,7 @@ def measure(args: argparse.Namespace) -> dict:
                 trainer.train_update(it, 1, 1e-4)
             times[variant].append((time.perf_counter() - start) / args.steps_per_round)
     median = {v: statistics.median(t) for v, t in times.items()}
-    fp32 = {jit: median[v] for v in variants for p, jit, _ in [_parse_variant(v)] if p == "fp32"}
+    fp32 = {jit: median[v] for v, (precision, jit, _) in parsed.items() if precision == "fp32"}
     fastest_fp32 = min(fp32.values())
     memory = {v: _peak_memory(args, v) for v in variants} if args.memory else {}
     return {
@@ -182,9 +181,7 @@ def measure(args: argparse.Namespace) -> dict:
         "steps_per_round": args.steps_per_round,
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "median_step_ms": {v: round(m * 1000, 2) for v, m in median.items()},
-        "ratio_to_fp32_same_mode": {
-            v: round(m / fp32.get(_parse_variant(v)[1], fastest_fp32), 3) for v, m in median.items()
-        },
+        "ratio_to_fp32_same_mode": {v: round(m / fp32.get(parsed[v][1], fastest_fp32), 3) for v, m in median.items()},
         "ratio_to_fastest_fp32": {v: round(m / fastest_fp32, 3) for v, m in median.items()},
         "seconds_per_epoch": {v: round(m * steps_per_epoch, 1) for v, m in median.items()},
         "spread_ms": {v: [round(float(np.percentile(t, q)) * 1000, 1) for q in (10, 90)] for v, t in times.items()},

@@ -157,9 +157,7 @@ def test_output_exponents_names_a_reference_that_does_not_match_and_a_bad_sweep_
     batches = [np.random.RandomState(0).normal(size=(8, 8)).astype(np.float32)]
     qat = faq_tf.quantize_model(reference, "w8a4", batches, verbose=False)
     (relu,) = [t for t in introspect.quantized_tensors(qat) if t.tensor == "output" and t.bits < 8]
-    with pytest.raises(
-        calibration.CalibrationError, match=r"outputs \[\(8, 4\)\] are not the fp32 model's \[\(8, 3\)\]"
-    ):
+    with pytest.raises(calibration.CalibrationError, match=r"outputs \(None, 4\) are not the fp32 model's \(None, 3\)"):
         calibration.output_exponents(qat, other, {"relu": relu.exponent_variable}, batches)
     with pytest.raises(ValueError, match="max_sweeps must be >= 1, got 0"):
         calibration.output_exponents(qat, reference, {"relu": relu.exponent_variable}, batches, max_sweeps=0)

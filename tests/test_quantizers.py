@@ -286,6 +286,12 @@ def test_straight_through_gradient_is_fake_quants_gradient(bits, signed, per_cha
         np.testing.assert_array_equal(fast[1] != 0, inside)  # the loss weights every element by >= 1
 
 
+@pytest.mark.parametrize("q_lo,q_hi", [(0, 5), (-4, 4), (0, 2**17 - 1)])
+def test_straight_through_refuses_a_range_fakequant_cannot_express(q_lo, q_hi):
+    with pytest.raises(ValueError, match=rf"\[{q_lo}, {q_hi}\] is not one of 2\^b - 1 or 2\^b - 2 steps"):
+        Q._straight_through(tf.zeros([4]), tf.constant(1.0), q_lo, q_hi, lambda v, step: v)
+
+
 def _training_step(model, x, y):
     """Loss, logits and gradients of one training-mode pass, leaving the model's state as it was."""
     state = model.get_weights()  # a training pass moves BN statistics and the weight exponents
